@@ -1,1 +1,9 @@
-//! (being written)
+//! Margay's integration lab: several nodes and pods in network namespaces on one Linux host.
+//!
+//! The namespaces, links and daemons come from [`margay_harness`]; this crate decides what a lab
+//! looks like ([`plan`]) and, as the project grows, brings it up (`margay-lab`) and runs the
+//! end-to-end suite against it.
+
+pub mod plan;
+
+pub use plan::{LabPlan, NodePlan, PlanError};
