@@ -1,1 +1,12 @@
-//! (being written)
+//! Margay's BGP-4 speaker library.
+//!
+//! Layers, from the wire up (each pure except the driver):
+//! - [`wire`]: the message codec and UPDATE packing;
+//! - [`fsm`]: the RFC 4271 §8 session state machine, sans-I/O;
+//! - [`rib`]: interned attributes, Adj-RIB-In / Loc-RIB, the decision process and
+//!   per-update-group output;
+//! - [`policy`]: prefix-list import/export filters;
+//! - [`driver`]: the tokio driver and the [`Speaker`] handle;
+//! - [`config`] and [`standalone`]: the TOML config and the route-reflector entry point.
+
+pub mod wire;
