@@ -1,0 +1,18 @@
+# Margay's entry points. Both work on a fresh Debian 12 machine as root.
+.PHONY: test check build crds help
+
+help:
+	@echo "make test    install what is missing, lint, and run the whole test suite (as CI does)"
+	@echo "make check   fmt + clippy only"
+	@echo "make build   debug build of every binary"
+	@echo "make crds    regenerate manifests/crds.yaml from the api crate"
+
+test:
+	scripts/test.sh
+
+check:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+build:
+	cargo build --workspace --bins
