@@ -1,0 +1,305 @@
+//! The [`Netns`] guard: a uniquely named network namespace that is deleted when dropped.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sched::{CloneFlags, setns};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::cmd::{self, Output};
+use crate::error::{Error, Result};
+
+/// Every namespace the harness creates is named `mgyt-<pid>-<counter>[-<tag>]`.
+pub const NETNS_PREFIX: &str = "mgyt-";
+
+/// How long processes left in a namespace get between SIGTERM and SIGKILL when it is dropped.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(3);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SWEEP: Once = Once::new();
+
+/// Fails with [`Error::NotRoot`] unless the process runs as root.
+pub fn require_root() -> Result<()> {
+    let uid = nix::unistd::Uid::effective();
+    if uid.is_root() {
+        Ok(())
+    } else {
+        Err(Error::NotRoot { uid: uid.as_raw() })
+    }
+}
+
+/// A network namespace made for one test, deleted when the last clone of the guard is dropped.
+///
+/// The guard is cheap to clone (it is reference-counted): [`crate::Daemon`]s keep a clone of the
+/// namespace they run in, so the namespace outlives them whatever order a test drops things in.
+/// Dropping the last clone stops, by PID, any process still inside (SIGTERM, then SIGKILL), then
+/// runs `ip netns del`. Drops run during unwinding, so a panicking test leaves nothing behind.
+#[derive(Debug, Clone)]
+pub struct Netns {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace named `mgyt-<pid>-<n>` with its loopback up.
+    pub fn new() -> Result<Netns> {
+        Self::create(None)
+    }
+
+    /// Creates a namespace named `mgyt-<pid>-<n>-<tag>`; `tag` (up to 12 of `[a-z0-9-]`) shows
+    /// which test or role a namespace belongs to in `ip netns list`.
+    pub fn with_tag(tag: &str) -> Result<Netns> {
+        Self::create(Some(tag))
+    }
+
+    fn create(tag: Option<&str>) -> Result<Netns> {
+        require_root()?;
+        if let Some(tag) = tag {
+            let ok = !tag.is_empty()
+                && tag.len() <= 12
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                return Err(Error::invalid(
+                    "namespace tag",
+                    format!("{tag:?}: use 1 to 12 of [a-z0-9-]"),
+                ));
+            }
+        }
+        SWEEP.call_once(sweep_stale);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut name = format!("{NETNS_PREFIX}{}-{n}", std::process::id());
+        if let Some(tag) = tag {
+            name.push('-');
+            name.push_str(tag);
+        }
+        cmd::run(&["ip", "netns", "add", &name])?;
+        // From here on the guard owns the namespace: any error below deletes it.
+        let ns = Netns {
+            inner: Arc::new(Inner { name }),
+        };
+        ns.link_up("lo")?;
+        tracing::debug!(netns = %ns.name(), "created network namespace");
+        Ok(ns)
+    }
+
+    /// The namespace's name, as `ip netns` knows it.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The namespace's bind mount, `/run/netns/<name>`.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(self.name())
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace (`setns`) and returns its result.
+    ///
+    /// Sockets and netlink handles opened by `f` belong to the namespace. The calling thread is not
+    /// affected. A panic in `f` is propagated to the caller.
+    pub fn run<F, T>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let path = self.path();
+        let name = self.name();
+        std::thread::scope(|s| {
+            let handle = std::thread::Builder::new()
+                .name(format!("netns-{name}"))
+                .spawn_scoped(s, move || -> Result<T> {
+                    let file = File::open(&path)
+                        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+                    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| Error::Setns {
+                        ns: name.to_owned(),
+                        source,
+                    })?;
+                    Ok(f())
+                })
+                .map_err(|e| Error::Thread {
+                    ns: name.to_owned(),
+                    reason: e.to_string(),
+                })?;
+            match handle.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// Runs `fut` to completion on a tokio current-thread runtime inside this namespace.
+    ///
+    /// Tasks spawned on the runtime (and its blocking pool) run inside the namespace too, as
+    /// threads inherit their creator's namespace.
+    pub fn block_on<F>(&self, fut: F) -> Result<F::Output>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        self.run(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::io("cannot build a tokio runtime", e))?;
+            Ok(rt.block_on(fut))
+        })?
+    }
+
+    /// A [`Command`] that runs `program` inside this namespace (`ip netns exec <name> program`).
+    ///
+    /// `ip netns exec` execs the program, so a spawned child's PID is the program's PID.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec"]).arg(self.name()).arg(program);
+        c
+    }
+
+    /// Runs `argv` (program first) inside this namespace and returns its output; the error names
+    /// the command, its exit status and stderr.
+    pub fn exec(&self, argv: &[&str]) -> Result<Output> {
+        let (prog, args) = argv
+            .split_first()
+            .ok_or_else(|| Error::invalid("command", "empty argument list"))?;
+        cmd::run_checked(self.command(prog).args(args))
+    }
+
+    /// PIDs of the processes whose network namespace is this one (`ip netns pids`).
+    pub fn pids(&self) -> Result<Vec<u32>> {
+        pids_in(self.name())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        stop_processes_in(&self.name);
+        if let Err(e) = cmd::run(&["ip", "netns", "del", &self.name]) {
+            tracing::warn!(netns = %self.name, error = %e, "cannot delete network namespace");
+        } else {
+            tracing::debug!(netns = %self.name, "deleted network namespace");
+        }
+    }
+}
+
+fn pids_in(name: &str) -> Result<Vec<u32>> {
+    let out = cmd::run(&["ip", "netns", "pids", name])?;
+    Ok(out
+        .stdout
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
+}
+
+/// Stops, by PID, whatever still runs in a namespace we are about to delete: a namespace with
+/// processes in it outlives `ip netns del`, with its links and addresses.
+fn stop_processes_in(name: &str) {
+    let Ok(pids) = pids_in(name) else { return };
+    if pids.is_empty() {
+        return;
+    }
+    tracing::warn!(netns = %name, ?pids, "processes left in namespace; stopping them");
+    for &p in &pids {
+        signal(p, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + LEFTOVER_GRACE;
+    while Instant::now() < deadline {
+        match pids_in(name) {
+            Ok(left) if left.is_empty() => return,
+            Err(_) => return,
+            Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    for p in pids_in(name).unwrap_or_default() {
+        signal(p, Signal::SIGKILL);
+    }
+}
+
+fn signal(pid: u32, sig: Signal) {
+    if let Ok(raw) = i32::try_from(pid) {
+        // The process may have exited meanwhile; nothing to do then.
+        let _ = kill(Pid::from_raw(raw), sig);
+    }
+}
+
+/// Names of the namespaces that look like ours (`mgyt-` prefix), from `ip netns list`.
+pub fn list_ours() -> Result<Vec<String>> {
+    let out = cmd::run(&["ip", "netns", "list"])?;
+    Ok(parse_netns_list(&out.stdout)
+        .into_iter()
+        .filter(|n| n.starts_with(NETNS_PREFIX))
+        .collect())
+}
+
+/// Names of the namespaces created by this process (`mgyt-<our pid>-...`).
+pub fn list_this_process() -> Result<Vec<String>> {
+    let mine = format!("{NETNS_PREFIX}{}-", std::process::id());
+    Ok(list_ours()?
+        .into_iter()
+        .filter(|n| n.starts_with(&mine))
+        .collect())
+}
+
+fn parse_netns_list(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The PID embedded in one of our namespace names.
+fn owner_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(NETNS_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Deletes namespaces left by test processes that died without unwinding (SIGKILL, abort):
+/// only those whose owner PID no longer exists, so parallel test processes are not disturbed.
+fn sweep_stale() {
+    let Ok(names) = list_ours() else { return };
+    for name in names {
+        let Some(pid) = owner_pid(&name) else {
+            continue;
+        };
+        if PathBuf::from(format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        tracing::warn!(netns = %name, "deleting namespace left by dead test process {pid}");
+        drop(Inner { name });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netns_list_parsing_takes_the_first_word() {
+        let out = "mgyt-12-3-br (id: 4)\nmgyt-12-2\nother (id: 0)\n";
+        assert_eq!(
+            parse_netns_list(out),
+            vec!["mgyt-12-3-br", "mgyt-12-2", "other"]
+        );
+    }
+
+    #[test]
+    fn owner_pid_is_read_from_the_name() {
+        assert_eq!(owner_pid("mgyt-4242-7-bird"), Some(4242));
+        assert_eq!(owner_pid("mgyt-4242-7"), Some(4242));
+        assert_eq!(owner_pid("mgyt-x-7"), None);
+        assert_eq!(owner_pid("rrb12br"), None);
+    }
+}
