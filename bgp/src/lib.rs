@@ -9,4 +9,5 @@
 //! - [`driver`]: the tokio driver and the [`Speaker`] handle;
 //! - [`config`] and [`standalone`]: the TOML config and the route-reflector entry point.
 
+pub mod fsm;
 pub mod wire;

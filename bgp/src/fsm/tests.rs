@@ -1,0 +1,503 @@
+//! One test per transition, named for what happens.
+
+use super::*;
+use crate::wire::{Capability, DecodeError};
+
+const LOCAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const HIGHER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 9);
+const LOWER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+
+fn cfg() -> SessionConfig {
+    SessionConfig::new(64512, 64513, LOCAL)
+}
+
+fn out1() -> ConnId {
+    ConnId {
+        dir: Direction::Outgoing,
+        n: 1,
+    }
+}
+fn in1() -> ConnId {
+    ConnId {
+        dir: Direction::Incoming,
+        n: 1,
+    }
+}
+
+fn peer_open(id: Ipv4Addr, hold: u16) -> Open {
+    Open::new(64513, hold, id, &Family::ALL)
+}
+
+fn sends(actions: &[Action]) -> Vec<(ConnId, Message)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(c, m) => Some((*c, m.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn notification_sent(actions: &[Action]) -> Option<(u8, u8)> {
+    sends(actions).into_iter().find_map(|(_, m)| match m {
+        Message::Notification(n) => Some((n.code, n.subcode)),
+        _ => None,
+    })
+}
+
+fn connect_state() -> Session {
+    let mut s = Session::new(cfg());
+    s.handle(Event::ManualStart);
+    s
+}
+
+fn open_sent() -> Session {
+    let mut s = connect_state();
+    s.handle(Event::TcpCrAcked(out1()));
+    s
+}
+
+fn open_confirm() -> Session {
+    let mut s = open_sent();
+    s.handle(Event::BgpOpen(out1(), peer_open(HIGHER, 90)));
+    s
+}
+
+fn established() -> Session {
+    let mut s = open_confirm();
+    s.handle(Event::KeepAliveMsg(out1()));
+    s
+}
+
+#[test]
+fn idle_goes_to_connect_on_manual_start_and_connects() {
+    let mut s = Session::new(cfg());
+    let a = s.handle(Event::ManualStart);
+    assert_eq!(s.state(), State::Connect);
+    assert!(a.contains(&Action::Connect(out1())));
+    assert!(a.contains(&Action::StartTimer(
+        Timer::ConnectRetry,
+        Duration::from_secs(5)
+    )));
+}
+
+#[test]
+fn passive_peer_goes_to_active_on_manual_start_without_connecting() {
+    let mut c = cfg();
+    c.passive = true;
+    let mut s = Session::new(c);
+    let a = s.handle(Event::ManualStart);
+    assert_eq!(s.state(), State::Active);
+    assert!(
+        !a.iter()
+            .any(|x| matches!(x, Action::Connect(_) | Action::StartTimer(..)))
+    );
+}
+
+#[test]
+fn idle_refuses_incoming_connections() {
+    let mut s = Session::new(cfg());
+    let a = s.handle(Event::TcpConnectionConfirmed(in1()));
+    assert_eq!(a, vec![Action::Close(in1())]);
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn connect_sends_open_and_goes_to_open_sent_on_tcp_cr_acked() {
+    let mut s = connect_state();
+    let a = s.handle(Event::TcpCrAcked(out1()));
+    assert_eq!(s.state(), State::OpenSent);
+    assert!(matches!(sends(&a)[0], (c, Message::Open(_)) if c == out1()));
+    assert!(a.contains(&Action::StartTimer(Timer::Hold, LARGE_HOLD)));
+}
+
+#[test]
+fn connect_retries_with_a_new_connection_on_connect_retry_timer_expiry() {
+    let mut s = connect_state();
+    let a = s.handle(Event::ConnectRetryTimerExpires);
+    assert_eq!(s.state(), State::Connect);
+    assert!(a.contains(&Action::Close(out1())));
+    assert!(a.contains(&Action::Connect(ConnId {
+        dir: Direction::Outgoing,
+        n: 2
+    })));
+}
+
+#[test]
+fn connect_goes_to_active_with_back_off_on_tcp_connection_failure() {
+    let mut s = connect_state();
+    let a = s.handle(Event::TcpConnectionFails(out1()));
+    assert_eq!(s.state(), State::Active);
+    assert!(a.contains(&Action::StartTimer(
+        Timer::ConnectRetry,
+        Duration::from_secs(10)
+    )));
+    s.handle(Event::ConnectRetryTimerExpires);
+    let a = s.handle(Event::TcpConnectionFails(ConnId {
+        dir: Direction::Outgoing,
+        n: 2,
+    }));
+    assert!(a.contains(&Action::StartTimer(
+        Timer::ConnectRetry,
+        Duration::from_secs(20)
+    )));
+}
+
+#[test]
+fn back_off_is_capped_at_connect_retry_max() {
+    let mut s = connect_state();
+    for n in 1..20 {
+        s.handle(Event::TcpConnectionFails(ConnId {
+            dir: Direction::Outgoing,
+            n,
+        }));
+        s.handle(Event::ConnectRetryTimerExpires);
+    }
+    assert_eq!(s.retry_delay(), Duration::from_secs(120));
+}
+
+#[test]
+fn active_connects_on_connect_retry_timer_expiry() {
+    let mut s = connect_state();
+    s.handle(Event::TcpConnectionFails(out1()));
+    let a = s.handle(Event::ConnectRetryTimerExpires);
+    assert_eq!(s.state(), State::Connect);
+    assert!(a.iter().any(|x| matches!(x, Action::Connect(_))));
+}
+
+#[test]
+fn active_sends_open_on_tcp_connection_confirmed() {
+    let mut c = cfg();
+    c.passive = true;
+    let mut s = Session::new(c);
+    s.handle(Event::ManualStart);
+    let a = s.handle(Event::TcpConnectionConfirmed(in1()));
+    assert_eq!(s.state(), State::OpenSent);
+    assert!(matches!(sends(&a)[0], (c, Message::Open(_)) if c == in1()));
+}
+
+#[test]
+fn open_sent_goes_to_open_confirm_on_bgp_open_and_negotiates_the_lower_hold_time() {
+    let mut s = open_sent();
+    let a = s.handle(Event::BgpOpen(out1(), peer_open(HIGHER, 30)));
+    assert_eq!(s.state(), State::OpenConfirm);
+    assert_eq!(sends(&a), vec![(out1(), Message::Keepalive)]);
+    assert!(a.contains(&Action::StartTimer(Timer::Hold, Duration::from_secs(30))));
+    assert!(a.contains(&Action::StartTimer(
+        Timer::Keepalive,
+        Duration::from_secs(10)
+    )));
+}
+
+#[test]
+fn open_sent_accepts_hold_time_zero_and_runs_no_timers() {
+    let mut s = open_sent();
+    let a = s.handle(Event::BgpOpen(out1(), peer_open(HIGHER, 0)));
+    assert_eq!(s.state(), State::OpenConfirm);
+    assert!(
+        !a.iter()
+            .any(|x| matches!(x, Action::StartTimer(Timer::Keepalive | Timer::Hold, _)))
+    );
+}
+
+#[test]
+fn open_sent_rejects_hold_time_of_two_seconds() {
+    let mut s = open_sent();
+    let a = s.handle(Event::BgpOpen(out1(), peer_open(HIGHER, 2)));
+    assert_eq!(notification_sent(&a), Some((2, 6)));
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn open_sent_rejects_the_wrong_peer_as() {
+    let mut s = open_sent();
+    let a = s.handle(Event::BgpOpen(
+        out1(),
+        Open::new(65000, 90, HIGHER, &Family::ALL),
+    ));
+    assert_eq!(notification_sent(&a), Some((2, 2)));
+}
+
+#[test]
+fn open_sent_rejects_our_own_bgp_identifier_on_ibgp() {
+    let mut s = Session::new(SessionConfig::new(64512, 64512, LOCAL));
+    s.handle(Event::ManualStart);
+    s.handle(Event::TcpCrAcked(out1()));
+    let a = s.handle(Event::BgpOpen(
+        out1(),
+        Open::new(64512, 90, LOCAL, &Family::ALL),
+    ));
+    assert_eq!(notification_sent(&a), Some((2, 3)));
+}
+
+#[test]
+fn open_sent_goes_idle_on_hold_timer_expiry() {
+    let mut s = open_sent();
+    let a = s.handle(Event::HoldTimerExpires);
+    assert_eq!(s.state(), State::Idle);
+    assert_eq!(notification_sent(&a), Some((4, 0)));
+    assert!(a.contains(&Action::Close(out1())));
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::StartTimer(Timer::IdleHold, _)))
+    );
+}
+
+#[test]
+fn open_sent_goes_to_active_on_tcp_connection_failure() {
+    let mut s = open_sent();
+    s.handle(Event::TcpConnectionFails(out1()));
+    assert_eq!(s.state(), State::Active);
+}
+
+#[test]
+fn open_sent_answers_a_keepalive_with_an_fsm_error() {
+    let mut s = open_sent();
+    let a = s.handle(Event::KeepAliveMsg(out1()));
+    assert_eq!(notification_sent(&a), Some((5, 1)));
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn open_sent_relays_an_open_message_error_as_notification() {
+    let mut s = open_sent();
+    let e = DecodeError::new(2, 4, "x");
+    let a = s.handle(Event::BgpOpenMsgErr(out1(), e));
+    assert_eq!(notification_sent(&a), Some((2, 4)));
+}
+
+#[test]
+fn open_sent_goes_idle_without_answering_on_notification() {
+    let mut s = open_sent();
+    let a = s.handle(Event::NotifMsg(out1(), Notification::cease(2)));
+    assert_eq!(s.state(), State::Idle);
+    assert_eq!(notification_sent(&a), None);
+    assert_eq!(
+        s.last_error(),
+        Some(&DownReason::Received(Notification::cease(2)))
+    );
+}
+
+#[test]
+fn open_confirm_goes_established_on_keepalive() {
+    let mut s = open_confirm();
+    let a = s.handle(Event::KeepAliveMsg(out1()));
+    assert_eq!(s.state(), State::Established);
+    let neg = a.iter().find_map(|x| match x {
+        Action::Established(n) => Some(n.clone()),
+        _ => None,
+    });
+    let neg = neg.unwrap();
+    assert_eq!(neg.hold_time, 90);
+    assert_eq!(neg.families, Family::ALL.to_vec());
+    assert!(neg.route_refresh);
+    assert!(neg.codec.four_octet_as);
+}
+
+#[test]
+fn open_confirm_sends_keepalive_on_keepalive_timer_expiry() {
+    let mut s = open_confirm();
+    let a = s.handle(Event::KeepaliveTimerExpires);
+    assert_eq!(sends(&a), vec![(out1(), Message::Keepalive)]);
+    assert!(a.contains(&Action::StartTimer(
+        Timer::Keepalive,
+        Duration::from_secs(30)
+    )));
+}
+
+#[test]
+fn open_confirm_goes_idle_on_hold_timer_expiry() {
+    let mut s = open_confirm();
+    let a = s.handle(Event::HoldTimerExpires);
+    assert_eq!(notification_sent(&a), Some((4, 0)));
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn open_confirm_answers_an_update_with_an_fsm_error() {
+    let mut s = open_confirm();
+    let a = s.handle(Event::UpdateMsg(out1()));
+    assert_eq!(notification_sent(&a), Some((5, 2)));
+}
+
+#[test]
+fn open_confirm_goes_idle_on_tcp_connection_failure() {
+    let mut s = open_confirm();
+    s.handle(Event::TcpConnectionFails(out1()));
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn established_restarts_the_hold_timer_on_keepalive_and_update() {
+    let mut s = established();
+    let a = s.handle(Event::KeepAliveMsg(out1()));
+    assert_eq!(
+        a,
+        vec![Action::StartTimer(Timer::Hold, Duration::from_secs(90))]
+    );
+    let a = s.handle(Event::UpdateMsg(out1()));
+    assert_eq!(
+        a,
+        vec![Action::StartTimer(Timer::Hold, Duration::from_secs(90))]
+    );
+}
+
+#[test]
+fn established_goes_down_on_hold_timer_expiry() {
+    let mut s = established();
+    let a = s.handle(Event::HoldTimerExpires);
+    assert_eq!(s.state(), State::Idle);
+    assert_eq!(notification_sent(&a), Some((4, 0)));
+    assert!(a.contains(&Action::Down(DownReason::Sent(Notification::new(4, 0)))));
+}
+
+#[test]
+fn established_goes_down_on_notification() {
+    let mut s = established();
+    let a = s.handle(Event::NotifMsg(out1(), Notification::cease(4)));
+    assert!(a.contains(&Action::Down(DownReason::Received(Notification::cease(4)))));
+}
+
+#[test]
+fn established_goes_down_with_the_decode_error_on_update_message_error() {
+    let mut s = established();
+    let a = s.handle(Event::UpdateMsgErr(
+        out1(),
+        DecodeError::new(3, 11, "as path"),
+    ));
+    assert_eq!(notification_sent(&a), Some((3, 11)));
+    assert!(a.iter().any(|x| matches!(x, Action::Down(_))));
+}
+
+#[test]
+fn established_goes_down_on_tcp_connection_failure_and_restarts_after_idle_hold() {
+    let mut s = established();
+    let a = s.handle(Event::TcpConnectionFails(out1()));
+    assert!(a.contains(&Action::Down(DownReason::ConnectionLost)));
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::StartTimer(Timer::IdleHold, _)))
+    );
+    let a = s.handle(Event::IdleHoldTimerExpires);
+    assert_eq!(s.state(), State::Connect);
+    assert!(a.iter().any(|x| matches!(x, Action::Connect(_))));
+}
+
+#[test]
+fn established_answers_a_second_open_with_an_fsm_error() {
+    let mut s = established();
+    let a = s.handle(Event::BgpOpen(out1(), peer_open(HIGHER, 90)));
+    assert_eq!(notification_sent(&a), Some((5, 3)));
+}
+
+#[test]
+fn established_refuses_a_new_connection_with_cease_collision() {
+    let mut s = established();
+    let a = s.handle(Event::TcpConnectionConfirmed(in1()));
+    assert_eq!(s.state(), State::Established);
+    assert_eq!(notification_sent(&a), Some((6, 7)));
+    assert!(a.contains(&Action::Close(in1())));
+}
+
+#[test]
+fn manual_stop_sends_cease_and_does_not_restart() {
+    let mut s = established();
+    let a = s.handle(Event::ManualStop);
+    assert_eq!(notification_sent(&a), Some((6, 2)));
+    assert!(a.contains(&Action::Down(DownReason::Stopped)));
+    assert!(
+        !a.iter()
+            .any(|x| matches!(x, Action::StartTimer(Timer::IdleHold, _)))
+    );
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn passive_peer_returns_to_active_after_an_error() {
+    let mut c = cfg();
+    c.passive = true;
+    let mut s = Session::new(c);
+    s.handle(Event::ManualStart);
+    s.handle(Event::TcpConnectionConfirmed(in1()));
+    s.handle(Event::HoldTimerExpires);
+    assert_eq!(s.state(), State::Active);
+}
+
+#[test]
+fn collision_keeps_the_peers_connection_when_its_identifier_is_higher() {
+    // We connect (out1) and the peer connects to us (in1) at the same time.
+    let mut s = open_sent();
+    let a = s.handle(Event::TcpConnectionConfirmed(in1()));
+    assert!(matches!(sends(&a)[0], (c, Message::Open(_)) if c == in1()));
+    // The OPEN arrives on our connection first: the peer (higher id) initiated in1,
+    // so out1 is dumped with Cease/7 and in1 carries on.
+    let a = s.handle(Event::BgpOpen(out1(), peer_open(HIGHER, 90)));
+    assert_eq!(notification_sent(&a), Some((6, 7)));
+    assert!(a.contains(&Action::Close(out1())));
+    assert_eq!(s.connection(), Some(in1()));
+    assert_eq!(s.state(), State::OpenSent);
+    s.handle(Event::BgpOpen(in1(), peer_open(HIGHER, 90)));
+    s.handle(Event::KeepAliveMsg(in1()));
+    assert_eq!(s.state(), State::Established);
+}
+
+#[test]
+fn collision_keeps_our_connection_when_our_identifier_is_higher() {
+    let mut s = open_sent();
+    s.handle(Event::TcpConnectionConfirmed(in1()));
+    let a = s.handle(Event::BgpOpen(in1(), peer_open(LOWER, 90)));
+    assert!(a.contains(&Action::Close(in1())));
+    assert_eq!(s.connection(), Some(out1()));
+    s.handle(Event::BgpOpen(out1(), peer_open(LOWER, 90)));
+    s.handle(Event::KeepAliveMsg(out1()));
+    assert_eq!(s.state(), State::Established);
+}
+
+#[test]
+fn collision_in_open_confirm_switches_to_the_winning_connection() {
+    let mut s = open_confirm(); // OPEN from HIGHER on out1
+    s.handle(Event::TcpConnectionConfirmed(in1()));
+    let a = s.handle(Event::BgpOpen(in1(), peer_open(HIGHER, 90)));
+    assert!(a.contains(&Action::Close(out1())));
+    assert_eq!(s.state(), State::OpenConfirm);
+    s.handle(Event::KeepAliveMsg(in1()));
+    assert_eq!(s.state(), State::Established);
+    assert_eq!(s.connection(), Some(in1()));
+}
+
+#[test]
+fn incoming_connection_while_connecting_keeps_our_attempt_as_the_candidate() {
+    let mut s = connect_state();
+    s.handle(Event::TcpConnectionConfirmed(in1()));
+    assert_eq!(s.state(), State::OpenSent);
+    // Our attempt completes later: it gets an OPEN too.
+    let a = s.handle(Event::TcpCrAcked(out1()));
+    assert!(matches!(sends(&a)[0], (c, Message::Open(_)) if c == out1()));
+}
+
+#[test]
+fn events_on_a_dropped_connection_only_close_it() {
+    let mut s = established();
+    let stale = ConnId {
+        dir: Direction::Incoming,
+        n: 7,
+    };
+    let a = s.handle(Event::KeepAliveMsg(stale));
+    assert_eq!(a, vec![Action::Close(stale)]);
+    assert_eq!(s.state(), State::Established);
+}
+
+#[test]
+fn families_are_the_intersection_of_both_opens() {
+    let mut s = open_sent();
+    let mut o = peer_open(HIGHER, 90);
+    o.capabilities
+        .retain(|c| *c != Capability::Multiprotocol(2, 1));
+    s.handle(Event::BgpOpen(out1(), o));
+    let a = s.handle(Event::KeepAliveMsg(out1()));
+    let Some(Action::Established(n)) = a.iter().find(|x| matches!(x, Action::Established(_)))
+    else {
+        panic!()
+    };
+    assert_eq!(n.families, vec![Family::Ipv4Unicast]);
+}
