@@ -193,6 +193,8 @@ pub enum DownReason {
 }
 
 /// Outputs the driver carries out, in order.
+// Actions are carried out at once; see `Event`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Open a TCP connection to the peer, identified by this id.
