@@ -7,8 +7,9 @@ use std::time::Duration;
 /// Everything that can go wrong while building a test topology or running a daemon.
 ///
 /// Messages carry what a failing test needs to explain itself: the command line, its exit status
-/// and stderr, or the tail of a daemon's log.
-#[derive(Debug, thiserror::Error)]
+/// and stderr, or the tail of a daemon's log. `Debug` prints the same message and its causes, so
+/// that `.unwrap()` in a test shows it readably.
+#[derive(thiserror::Error)]
 pub enum Error {
     /// The harness needs root (network namespaces, veths, daemons binding :179).
     #[error(
@@ -158,6 +159,18 @@ pub enum Error {
     },
 }
 
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")?;
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            write!(f, "\n  caused by: {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
 /// The harness's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -181,5 +194,21 @@ impl Error {
             what: what.into(),
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_is_the_message_with_its_causes() {
+        let e = Error::io(
+            "cannot write /x",
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
+        );
+        assert_eq!(format!("{e:?}"), "cannot write /x\n  caused by: denied");
+        let e = Error::NotRoot { uid: 1000 };
+        assert!(format!("{e:?}").contains("must run as root"));
     }
 }

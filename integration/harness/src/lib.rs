@@ -14,6 +14,30 @@
 //!   typed queries of what they learned.
 //!
 //! Everything needs root; [`require_root`] fails with a clear message otherwise.
+//!
+//! An interop test of an in-process speaker against BIRD looks like this:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use margay_harness::Netns;
+//! use margay_harness::fixtures::{BgpConfig, BgpNeighbor, BgpSpeaker, Bird};
+//!
+//! let (ours, peer) = (Netns::with_tag("ours")?, Netns::with_tag("bird")?);
+//! ours.connect("eth0", &["198.18.0.1/24".parse()?], &peer, "eth0", &["198.18.0.2/24".parse()?])?;
+//! let bird = Bird::start(
+//!     &peer,
+//!     BgpConfig::new("198.18.0.2".parse()?, 64512, "198.18.0.2".parse()?)
+//!         .neighbor(BgpNeighbor::new("198.18.0.1".parse()?, 64512).passive())
+//!         .originate("100.64.1.0/26".parse()?),
+//! )?;
+//! // Run our speaker inside `ours` (sockets opened there belong to that namespace)...
+//! let speaker = ours.spawn(|| { /* tokio runtime + speaker connecting to 198.18.0.2:179 */ })?;
+//! // ...and ask BIRD what it learned from us.
+//! let route = bird.wait_route("100.64.9.0/26".parse()?, Duration::from_secs(30))?;
+//! assert_eq!(route.next_hop, "198.18.0.1".parse::<std::net::IpAddr>()?);
+//! speaker.join().expect("speaker thread")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod addr;
 pub mod cmd;
@@ -27,4 +51,4 @@ pub use cmd::Output;
 pub use daemon::{Daemon, DaemonBuilder, Ready};
 pub use error::{Error, Result};
 pub use link::Bridge;
-pub use netns::{NETNS_PREFIX, Netns, list_ours, list_this_process, require_root};
+pub use netns::{NETNS_PREFIX, Netns, list_ours, list_this_process, require_root, sweep_stale};

@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::Once;
@@ -78,7 +78,9 @@ impl Netns {
                 ));
             }
         }
-        SWEEP.call_once(sweep_stale);
+        SWEEP.call_once(|| {
+            let _ = sweep_stale();
+        });
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let mut name = format!("{NETNS_PREFIX}{}-{n}", std::process::id());
         if let Some(tag) = tag {
@@ -120,12 +122,7 @@ impl Netns {
             let handle = std::thread::Builder::new()
                 .name(format!("netns-{name}"))
                 .spawn_scoped(s, move || -> Result<T> {
-                    let file = File::open(&path)
-                        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-                    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| Error::Setns {
-                        ns: name.to_owned(),
-                        source,
-                    })?;
+                    enter(&path, name)?;
                     Ok(f())
                 })
                 .map_err(|e| Error::Thread {
@@ -137,6 +134,28 @@ impl Netns {
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         })
+    }
+
+    /// Starts `f` on a background thread that has entered this namespace, e.g. a speaker under
+    /// test that runs while the test thread queries its peers. The thread does not keep the guard
+    /// alive: finish it (join the handle) before the namespace is dropped.
+    pub fn spawn<F, T>(&self, f: F) -> Result<std::thread::JoinHandle<Result<T>>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let path = self.path();
+        let name = self.name().to_owned();
+        std::thread::Builder::new()
+            .name(format!("netns-{name}"))
+            .spawn(move || -> Result<T> {
+                enter(&path, &name)?;
+                Ok(f())
+            })
+            .map_err(|e| Error::Thread {
+                ns: self.name().to_owned(),
+                reason: e.to_string(),
+            })
     }
 
     /// Runs `fut` to completion on a tokio current-thread runtime inside this namespace.
@@ -181,6 +200,16 @@ impl Netns {
     }
 }
 
+/// Moves the calling thread into the namespace mounted at `path`.
+fn enter(path: &Path, name: &str) -> Result<()> {
+    let file =
+        File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| Error::Setns {
+        ns: name.to_owned(),
+        source,
+    })
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         stop_processes_in(&self.name);
@@ -204,7 +233,10 @@ fn pids_in(name: &str) -> Result<Vec<u32>> {
 /// Stops, by PID, whatever still runs in a namespace we are about to delete: a namespace with
 /// processes in it outlives `ip netns del`, with its links and addresses.
 fn stop_processes_in(name: &str) {
-    let Ok(pids) = pids_in(name) else { return };
+    // Never ourselves (only threads of ours enter namespaces, but be sure).
+    let me = std::process::id();
+    let Ok(mut pids) = pids_in(name) else { return };
+    pids.retain(|&p| p != me);
     if pids.is_empty() {
         return;
     }
@@ -215,12 +247,15 @@ fn stop_processes_in(name: &str) {
     let deadline = Instant::now() + LEFTOVER_GRACE;
     while Instant::now() < deadline {
         match pids_in(name) {
-            Ok(left) if left.is_empty() => return,
+            Ok(left) if left.iter().all(|&p| p == me) => return,
             Err(_) => return,
             Ok(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
     for p in pids_in(name).unwrap_or_default() {
+        if p == me {
+            continue;
+        }
         signal(p, Signal::SIGKILL);
     }
 }
@@ -268,9 +303,11 @@ fn owner_pid(name: &str) -> Option<u32> {
 
 /// Deletes namespaces left by test processes that died without unwinding (SIGKILL, abort):
 /// only those whose owner PID no longer exists, so parallel test processes are not disturbed.
-fn sweep_stale() {
-    let Ok(names) = list_ours() else { return };
-    for name in names {
+/// Processes still inside them are stopped first. Returns the names deleted. Runs once per
+/// process before the first namespace is created.
+pub fn sweep_stale() -> Result<Vec<String>> {
+    let mut swept = Vec::new();
+    for name in list_ours()? {
         let Some(pid) = owner_pid(&name) else {
             continue;
         };
@@ -278,8 +315,10 @@ fn sweep_stale() {
             continue;
         }
         tracing::warn!(netns = %name, "deleting namespace left by dead test process {pid}");
+        swept.push(name.clone());
         drop(Inner { name });
     }
+    Ok(swept)
 }
 
 #[cfg(test)]

@@ -252,3 +252,38 @@ fn addresses_outside_the_test_ranges_are_refused() {
         .stdout;
     assert!(!addrs.contains("inet "), "{addrs}");
 }
+
+#[test]
+fn stale_namespaces_of_dead_processes_are_swept() {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let name = format!("mgyt-{dead}-0-stale");
+    margay_harness::cmd::run(&["ip", "netns", "add", &name]).unwrap();
+    // A live owner (us) is never swept. (Creating a namespace sweeps too, and so may other test
+    // processes running in parallel, so the stale one may be gone before our explicit sweep.)
+    let ours = Netns::with_tag("live").unwrap();
+    let swept = margay_harness::sweep_stale().unwrap();
+    assert!(!swept.iter().any(|n| n == ours.name()), "{swept:?}");
+    assert!(!exists(&name), "{name} was not swept");
+    assert!(exists(ours.name()));
+}
+
+#[test]
+fn spawn_runs_a_background_thread_inside() {
+    let ns = Netns::with_tag("spawn").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = ns
+        .spawn(move || {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            l.accept().unwrap().1
+        })
+        .unwrap();
+    let addr = rx.recv().unwrap();
+    // The listener is on the namespace's loopback, not the host's.
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err());
+    ns.run(|| TcpStream::connect(addr).unwrap()).unwrap();
+    let peer = h.join().unwrap().unwrap();
+    assert!(peer.ip().is_loopback());
+}
