@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use margay_harness::Netns;
 use margay_harness::fixtures::{BgpConfig, BgpNeighbor, BgpSpeaker, Bird, Frr, Gobgp};
+use margay_harness::{Bridge, Netns};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -151,10 +151,24 @@ fn each_speaker_starts_alone_and_answers_queries() {
     ns.add_addr("eth1", net("198.18.0.2/24")).unwrap();
     ns.link_up("eth0").unwrap();
     ns.link_up("eth1").unwrap();
+    // Every option the config offers, so that each daemon is shown to accept what we generate.
     let cfg = |rid: &str| {
-        BgpConfig::new(v4(rid), 64512, ip(rid))
-            .neighbor(BgpNeighbor::new(ip("198.18.0.9"), 64512).passive())
+        let mut c = BgpConfig::new(v4(rid), 64512, ip(rid))
+            .neighbor(
+                BgpNeighbor::new(ip("198.18.0.9"), 64512)
+                    .passive()
+                    .rr_client(),
+            )
+            .neighbor(BgpNeighbor::new(ip("198.18.0.10"), 64513))
+            .neighbor(BgpNeighbor::new(ip("fd00:18::9"), 64512).passive())
             .originate(net("100.64.0.0/26"))
+            .originate(net("fd00:64::/64"))
+            .ipv6(true)
+            .hold_time(9)
+            .graceful_restart(120);
+        c.route_refresh = false;
+        c.cluster_id = Some(v4("198.18.0.100"));
+        c
     };
     // One at a time: they all want port 179 of this namespace.
     let speakers: Vec<Box<dyn Fn() -> Box<dyn BgpSpeaker>>> = vec![
@@ -165,12 +179,69 @@ fn each_speaker_starts_alone_and_answers_queries() {
     for start in speakers {
         let s = start();
         let n = s.neighbors().unwrap();
-        assert_eq!(n.len(), 1, "{}: {n:?}", s.kind());
-        assert_eq!(n[0].address, ip("198.18.0.9"));
+        let mut addrs: Vec<IpAddr> = n.iter().map(|n| n.address).collect();
+        addrs.sort();
+        assert_eq!(
+            addrs,
+            vec![ip("198.18.0.9"), ip("198.18.0.10"), ip("fd00:18::9")],
+            "{}: {n:?}",
+            s.kind()
+        );
         assert!(s.learned_routes().unwrap().is_empty(), "{}", s.kind());
         let pid = s.daemon().pid();
         drop(s);
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
     assert!(ns.pids().unwrap().is_empty());
+}
+
+#[test]
+fn bird_reflects_routes_between_gobgp_and_frr_clients_on_a_bridge() {
+    let br = Bridge::new().unwrap();
+    let rr_ns = Netns::with_tag("rr").unwrap();
+    let g_ns = Netns::with_tag("rr-gobgp").unwrap();
+    let f_ns = Netns::with_tag("rr-frr").unwrap();
+    br.attach(&rr_ns, "eth0", &[net("198.18.0.1/24")]).unwrap();
+    br.attach(&g_ns, "eth0", &[net("198.18.0.11/24")]).unwrap();
+    br.attach(&f_ns, "eth0", &[net("198.18.0.12/24")]).unwrap();
+    let _rr = Bird::start(
+        &rr_ns,
+        BgpConfig::new(v4("198.18.0.1"), 64512, ip("198.18.0.1"))
+            .neighbor(
+                BgpNeighbor::new(ip("198.18.0.11"), 64512)
+                    .passive()
+                    .rr_client(),
+            )
+            .neighbor(
+                BgpNeighbor::new(ip("198.18.0.12"), 64512)
+                    .passive()
+                    .rr_client(),
+            ),
+    )
+    .unwrap();
+    let gobgp = Gobgp::start(
+        &g_ns,
+        BgpConfig::new(v4("198.18.0.11"), 64512, ip("198.18.0.11"))
+            .neighbor(BgpNeighbor::new(ip("198.18.0.1"), 64512))
+            .originate(net("100.64.11.0/26")),
+    )
+    .unwrap();
+    let frr = Frr::start(
+        &f_ns,
+        BgpConfig::new(v4("198.18.0.12"), 64512, ip("198.18.0.12"))
+            .neighbor(BgpNeighbor::new(ip("198.18.0.1"), 64512))
+            .originate(net("100.64.12.0/26")),
+    )
+    .unwrap();
+    // Reflected routes keep their originator's next hop and come from the reflector.
+    let r = gobgp.wait_route(net("100.64.12.0/26"), WAIT).unwrap();
+    assert_eq!(
+        (r.next_hop, r.from),
+        (ip("198.18.0.12"), Some(ip("198.18.0.1")))
+    );
+    let r = frr.wait_route(net("100.64.11.0/26"), WAIT).unwrap();
+    assert_eq!(
+        (r.next_hop, r.from),
+        (ip("198.18.0.11"), Some(ip("198.18.0.1")))
+    );
 }
