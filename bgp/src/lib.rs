@@ -9,5 +9,8 @@
 //! - [`driver`]: the tokio driver and the [`Speaker`] handle;
 //! - [`config`] and [`standalone`]: the TOML config and the route-reflector entry point.
 
+pub mod decision;
 pub mod fsm;
+pub mod policy;
+pub mod rib;
 pub mod wire;

@@ -13,7 +13,7 @@ pub const HEADER_LEN: usize = 19;
 pub const MAX_MESSAGE_LEN: usize = 4096;
 
 /// Per-session decoding and encoding context: what the capabilities negotiated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Codec {
     /// Both sides advertised 4-octet AS numbers (RFC 6793): AS_PATH carries 4-octet ASNs.
     pub four_octet_as: bool,

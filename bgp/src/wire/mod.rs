@@ -31,6 +31,7 @@ pub use message::{
     Codec, HEADER_LEN, MAX_MESSAGE_LEN, Message, MessageType, Notification, RouteRefresh, frame,
 };
 pub use open::{AS_TRANS, Afi, Capability, Family, GracefulRestartCap, Open, Safi};
+pub use pack::end_of_rib as end_of_rib_into;
 pub use prefix::{
     BadNlri, Prefix, Prefix4, Prefix6, nlri_len, parse_prefixes4, parse_prefixes6, put_prefix4,
     put_prefix6,
