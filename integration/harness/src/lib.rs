@@ -50,5 +50,5 @@ mod netns;
 pub use cmd::Output;
 pub use daemon::{Daemon, DaemonBuilder, Ready};
 pub use error::{Error, Result};
-pub use link::Bridge;
+pub use link::{Bridge, Pair};
 pub use netns::{NETNS_PREFIX, Netns, list_ours, list_this_process, require_root, sweep_stale};

@@ -3,7 +3,7 @@
 //! Everything here runs `ip -n <ns> ...` or `ip netns exec <ns> sysctl`, so the host's own
 //! namespace is never touched; addresses are checked against [`crate::addr::ALLOWED_RANGES`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::IpNet;
@@ -220,6 +220,50 @@ impl Bridge {
         }
         node.link_up(ifname)?;
         Ok(port)
+    }
+}
+
+/// Two namespaces joined by one veth, `eth0` on both sides: the usual two-speaker interop
+/// topology. Side a has [`Pair::A_V4`]/24 and [`Pair::A_V6`]/64, side b [`Pair::B_V4`] and
+/// [`Pair::B_V6`].
+#[derive(Debug)]
+pub struct Pair {
+    /// Side a.
+    pub a: Netns,
+    /// Side b.
+    pub b: Netns,
+}
+
+impl Pair {
+    /// Side a's IPv4 address, 198.18.0.1.
+    pub const A_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+    /// Side b's IPv4 address, 198.18.0.2.
+    pub const B_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+    /// Side a's IPv6 address, fd00:18::1.
+    pub const A_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 1));
+    /// Side b's IPv6 address, fd00:18::2.
+    pub const B_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 2));
+
+    /// Creates the two namespaces (tagged `<tag>-a` and `<tag>-b`, so `tag` has at most 10
+    /// characters) and the link.
+    pub fn new(tag: &str) -> Result<Pair> {
+        let a = Netns::with_tag(&format!("{tag}-a"))?;
+        let b = Netns::with_tag(&format!("{tag}-b"))?;
+        let host = |ip: IpAddr| IpNet::new(ip, if ip.is_ipv4() { 24 } else { 64 });
+        let addrs = |v4, v6| -> Result<Vec<IpNet>> {
+            [v4, v6]
+                .into_iter()
+                .map(|ip| host(ip).map_err(|e| Error::invalid("prefix", e.to_string())))
+                .collect()
+        };
+        a.connect(
+            "eth0",
+            &addrs(Self::A_V4, Self::A_V6)?,
+            &b,
+            "eth0",
+            &addrs(Self::B_V4, Self::B_V6)?,
+        )?;
+        Ok(Pair { a, b })
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use margay_harness::fixtures::{BgpConfig, BgpNeighbor, BgpSpeaker, Bird, Frr, Gobgp};
-use margay_harness::{Bridge, Netns};
+use margay_harness::{Bridge, Netns, Pair};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -22,19 +22,9 @@ fn v4(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-/// Two namespaces joined by a veth: a = 198.18.0.1 / fd00:18::1, b = 198.18.0.2 / fd00:18::2.
 fn pair(tag: &str) -> (Netns, Netns) {
-    let a = Netns::with_tag(&format!("{tag}-a")).unwrap();
-    let b = Netns::with_tag(&format!("{tag}-b")).unwrap();
-    a.connect(
-        "eth0",
-        &[net("198.18.0.1/24"), net("fd00:18::1/64")],
-        &b,
-        "eth0",
-        &[net("198.18.0.2/24"), net("fd00:18::2/64")],
-    )
-    .unwrap();
-    (a, b)
+    let p = Pair::new(tag).unwrap();
+    (p.a, p.b)
 }
 
 /// Checks that `x` and `y` exchange their originated routes, then that a route announced and
@@ -56,7 +46,11 @@ fn exchange(x: &mut dyn BgpSpeaker, y: &mut dyn BgpSpeaker, x_addr: IpAddr, y_ad
         let r = y.wait_route(p, WAIT).unwrap();
         assert_eq!(r.next_hop, x_addr, "{} learned {r:?}", y.kind());
     }
-    let extra = net("100.64.200.0/24");
+    let extra = if y.config().listen.is_ipv6() {
+        net("fd00:64:200::/64")
+    } else {
+        net("100.64.200.0/24")
+    };
     y.announce(extra).unwrap();
     x.wait_route(extra, WAIT).unwrap();
     y.withdraw(extra).unwrap();
@@ -244,4 +238,26 @@ fn bird_reflects_routes_between_gobgp_and_frr_clients_on_a_bridge() {
         (r.next_hop, r.from),
         (ip("198.18.0.11"), Some(ip("198.18.0.1")))
     );
+}
+
+#[test]
+fn bird_and_frr_exchange_ipv6_routes_with_global_next_hops() {
+    let (a, b) = pair("bf6");
+    let mut bird = Bird::start(
+        &a,
+        BgpConfig::new(v4("198.18.0.1"), 64512, Pair::A_V6)
+            .neighbor(BgpNeighbor::new(Pair::B_V6, 64514).passive())
+            .ipv6(true)
+            .originate(net("fd00:64:1::/64")),
+    )
+    .unwrap();
+    let mut frr = Frr::start(
+        &b,
+        BgpConfig::new(v4("198.18.0.2"), 64514, Pair::B_V6)
+            .neighbor(BgpNeighbor::new(Pair::A_V6, 64512))
+            .ipv6(true)
+            .originate(net("fd00:64:2::/64")),
+    )
+    .unwrap();
+    exchange(&mut bird, &mut frr, Pair::A_V6, Pair::B_V6);
 }
