@@ -46,6 +46,13 @@ fn exchange(x: &mut dyn BgpSpeaker, y: &mut dyn BgpSpeaker, x_addr: IpAddr, y_ad
         let r = y.wait_route(p, WAIT).unwrap();
         assert_eq!(r.next_hop, x_addr, "{} learned {r:?}", y.kind());
     }
+    // A route refresh keeps the session and the routes.
+    x.request_refresh(y_addr).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    x.wait_established(y_addr, WAIT).unwrap();
+    for p in y.config().originate.clone() {
+        x.wait_route(p, WAIT).unwrap();
+    }
     let extra = if y.config().listen.is_ipv6() {
         net("fd00:64:200::/64")
     } else {
