@@ -78,8 +78,10 @@ impl Netns {
                 ));
             }
         }
+        // Before our first namespace, one named after our own PID can only be a leftover of an
+        // earlier process that had the same PID; it would make `ip netns add` fail.
         SWEEP.call_once(|| {
-            let _ = sweep_stale();
+            let _ = sweep(true);
         });
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let mut name = format!("{NETNS_PREFIX}{}-{n}", std::process::id());
@@ -306,12 +308,19 @@ fn owner_pid(name: &str) -> Option<u32> {
 /// Processes still inside them are stopped first. Returns the names deleted. Runs once per
 /// process before the first namespace is created.
 pub fn sweep_stale() -> Result<Vec<String>> {
+    sweep(false)
+}
+
+fn sweep(including_own_pid: bool) -> Result<Vec<String>> {
+    let me = std::process::id();
     let mut swept = Vec::new();
     for name in list_ours()? {
         let Some(pid) = owner_pid(&name) else {
             continue;
         };
-        if PathBuf::from(format!("/proc/{pid}")).exists() {
+        let stale =
+            (including_own_pid && pid == me) || !Path::new(&format!("/proc/{pid}")).exists();
+        if !stale {
             continue;
         }
         tracing::warn!(netns = %name, "deleting namespace left by dead test process {pid}");
