@@ -10,7 +10,10 @@
 //! - [`config`] and [`standalone`]: the TOML config and the route-reflector entry point.
 
 pub mod decision;
+pub mod driver;
 pub mod fsm;
 pub mod policy;
 pub mod rib;
 pub mod wire;
+
+pub use driver::{Error, PeerConfig, PeerStatus, Speaker, SpeakerConfig};

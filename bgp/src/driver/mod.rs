@@ -1,0 +1,327 @@
+//! The tokio driver and the [`Speaker`] handle.
+//!
+//! Tasks: one listener (accepts connections and hands them to the peer with that
+//! address), one task per peer (its [`crate::fsm::Session`], connections and timers,
+//! in a `peer` tracing span), and one core task that owns the [`crate::rib::Rib`]. Peer
+//! tasks decode and pass UPDATEs to the core in batches; the core applies everything
+//! queued, runs the decision process once, and sends each update group's packed
+//! output to the members' writer queues as one shared buffer.
+
+mod conn;
+mod core;
+mod peer;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use self::core::{Core, CoreMsg};
+use self::peer::PeerCmd;
+use crate::fsm::State;
+use crate::policy::PeerPolicy;
+use crate::rib::{NextHopMode, Rib, RibConfig, RouteChange};
+use crate::wire::Family;
+
+/// Errors of the speaker handle.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A peer with that address exists.
+    #[error("peer {0} is already configured")]
+    DuplicatePeer(IpAddr),
+    /// No peer with that address.
+    #[error("no peer {0}")]
+    UnknownPeer(IpAddr),
+    /// The speaker's tasks have ended.
+    #[error("the speaker has stopped")]
+    Stopped,
+}
+
+/// Speaker-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerConfig {
+    /// Our AS.
+    pub local_as: u32,
+    /// Our BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Where to accept connections (`None`: only connect out). Port 0 picks one.
+    pub listen: Option<SocketAddr>,
+    /// Route-reflector cluster id (defaults to the router id if any peer is an
+    /// rr-client).
+    pub cluster_id: Option<Ipv4Addr>,
+}
+
+/// One peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// The peer's address.
+    pub addr: IpAddr,
+    /// The peer's port for our connections (179).
+    pub port: u16,
+    /// Local address to connect from (else the kernel chooses).
+    pub local_addr: Option<IpAddr>,
+    /// The peer's AS.
+    pub remote_as: u32,
+    /// Only accept the peer's connections.
+    pub passive: bool,
+    /// The peer is a route-reflector client.
+    pub rr_client: bool,
+    /// Next-hop handling (default: unchanged for iBGP, self for eBGP).
+    pub next_hop: Option<NextHopMode>,
+    /// Hold time we propose.
+    pub hold_time: u16,
+    /// First connect-retry interval.
+    pub connect_retry: Duration,
+    /// Families to negotiate (empty: IPv4 and IPv6 unicast).
+    pub families: Vec<Family>,
+    /// Import and export filters.
+    pub policy: PeerPolicy,
+}
+
+impl PeerConfig {
+    /// A peer with defaults: port 179, active, hold 90 s, retry 5 s, both families.
+    pub fn new(addr: IpAddr, remote_as: u32) -> Self {
+        Self {
+            addr,
+            port: 179,
+            local_addr: None,
+            remote_as,
+            passive: false,
+            rr_client: false,
+            next_hop: None,
+            hold_time: 90,
+            connect_retry: Duration::from_secs(5),
+            families: Vec::new(),
+            policy: PeerPolicy::default(),
+        }
+    }
+
+    pub(crate) fn next_hop_mode(&self, local_as: u32) -> NextHopMode {
+        self.next_hop.unwrap_or(if self.remote_as == local_as {
+            NextHopMode::Unchanged
+        } else {
+            NextHopMode::OwnAddress
+        })
+    }
+}
+
+/// What the peer task shares with status queries.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerShared {
+    pub state: State,
+    pub established_at: Option<Instant>,
+    pub remote_id: Option<Ipv4Addr>,
+    pub hold_time: Option<u16>,
+    pub families: Vec<Family>,
+    pub last_error: Option<String>,
+}
+
+impl Default for PeerShared {
+    fn default() -> Self {
+        Self {
+            state: State::Idle,
+            established_at: None,
+            remote_id: None,
+            hold_time: None,
+            families: Vec::new(),
+            last_error: None,
+        }
+    }
+}
+
+/// A peer as seen from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Address.
+    pub addr: IpAddr,
+    /// AS.
+    pub remote_as: u32,
+    /// FSM state.
+    pub state: State,
+    /// Time since the session was Established.
+    pub uptime: Option<Duration>,
+    /// The peer's BGP identifier (last session).
+    pub remote_id: Option<Ipv4Addr>,
+    /// Negotiated hold time.
+    pub hold_time: Option<u16>,
+    /// Negotiated families.
+    pub families: Vec<Family>,
+    /// Prefixes announced by the peer (cumulative).
+    pub received: u64,
+    /// Paths from the peer in the RIB (after import policy).
+    pub accepted: u64,
+    /// Prefixes advertised to the peer.
+    pub advertised: u64,
+    /// The last error (NOTIFICATION sent or received, connection failure).
+    pub last_error: Option<String>,
+}
+
+/// Handle on a running speaker. Cheap to clone; the sessions run until
+/// [`Speaker::shutdown`] (dropping every handle stops only the listener).
+#[derive(Debug, Clone)]
+pub struct Speaker {
+    tx: UnboundedSender<CoreMsg>,
+    local_addr: Option<SocketAddr>,
+    _listener: Arc<ListenerGuard>,
+}
+
+#[derive(Debug)]
+struct ListenerGuard(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+impl Speaker {
+    /// Binds the listener (if any) and starts the core task.
+    pub async fn start(cfg: SpeakerConfig) -> Result<Speaker, Error> {
+        let (tx, rx) = unbounded_channel();
+        let by_addr: Arc<Mutex<HashMap<IpAddr, UnboundedSender<PeerCmd>>>> = Arc::default();
+        let (listener, local_addr) = match cfg.listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::Listen { addr, source })?;
+                let local = l
+                    .local_addr()
+                    .map_err(|source| Error::Listen { addr, source })?;
+                info!(addr = %local, "listening");
+                (
+                    Some(tokio::spawn(accept_loop(l, by_addr.clone()))),
+                    Some(local),
+                )
+            }
+            None => (None, None),
+        };
+        let rib = Rib::new(RibConfig {
+            local_as: cfg.local_as,
+            router_id: cfg.router_id,
+            cluster_id: cfg.cluster_id,
+        });
+        tokio::spawn(Core::new(rib, tx.clone(), rx, by_addr).run());
+        Ok(Speaker {
+            tx,
+            local_addr,
+            _listener: Arc::new(ListenerGuard(listener)),
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    async fn ask<T>(&self, m: impl FnOnce(oneshot::Sender<T>) -> CoreMsg) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(m(tx)).map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Adds a peer and starts its session.
+    pub async fn add_peer(&self, cfg: PeerConfig) -> Result<(), Error> {
+        self.ask(|tx| CoreMsg::AddPeer(cfg, tx)).await?
+    }
+
+    /// Stops a peer's session (Cease) and withdraws its routes.
+    pub async fn remove_peer(&self, addr: IpAddr) -> Result<(), Error> {
+        self.ask(|tx| CoreMsg::RemovePeer(addr, tx)).await?
+    }
+
+    /// Originates a prefix (next hop: given, or our address on each session).
+    pub fn originate(&self, prefix: IpNet, next_hop: Option<IpAddr>) -> Result<(), Error> {
+        self.tx
+            .send(CoreMsg::Originate(prefix.into(), next_hop))
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Withdraws an originated prefix.
+    pub fn withdraw(&self, prefix: IpNet) -> Result<(), Error> {
+        self.tx
+            .send(CoreMsg::Withdraw(prefix.into()))
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Best-path changes of learned routes, in batches; the first batch is the
+    /// current table (all `Add`).
+    pub fn subscribe(&self) -> Result<UnboundedReceiver<Vec<RouteChange>>, Error> {
+        let (tx, rx) = unbounded_channel();
+        self.tx
+            .send(CoreMsg::Subscribe(tx))
+            .map_err(|_| Error::Stopped)?;
+        Ok(rx)
+    }
+
+    /// Every peer's status, by address.
+    pub async fn peers(&self) -> Result<Vec<PeerStatus>, Error> {
+        self.ask(CoreMsg::Status).await
+    }
+
+    /// One peer's status.
+    pub async fn peer(&self, addr: IpAddr) -> Result<PeerStatus, Error> {
+        self.peers()
+            .await?
+            .into_iter()
+            .find(|p| p.addr == addr)
+            .ok_or(Error::UnknownPeer(addr))
+    }
+
+    /// Asks the peer to resend its routes (ROUTE-REFRESH, RFC 2918).
+    pub async fn refresh(&self, addr: IpAddr) -> Result<(), Error> {
+        self.ask(|tx| CoreMsg::Refresh(addr, tx)).await?
+    }
+
+    /// Stops every session with a Cease and ends the speaker.
+    pub async fn shutdown(self) {
+        let _ = self.ask(CoreMsg::Shutdown).await;
+    }
+}
+
+async fn accept_loop(
+    l: TcpListener,
+    by_addr: Arc<Mutex<HashMap<IpAddr, UnboundedSender<PeerCmd>>>>,
+) {
+    loop {
+        match l.accept().await {
+            Ok((s, from)) => {
+                let ip = match from.ip() {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                    v4 => v4,
+                };
+                let target = by_addr.lock().ok().and_then(|m| m.get(&ip).cloned());
+                match target {
+                    Some(t) => {
+                        debug!(%from, "incoming connection");
+                        let _ = t.send(PeerCmd::Incoming(s));
+                    }
+                    None => info!(%from, "connection from an unknown address refused"),
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
