@@ -108,6 +108,7 @@ pub struct AgentConfigurationSpec {
 
 /// Which iptables binary family to program.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[schemars(transform = crate::schema::drop_description)]
 pub enum IptablesBackend {
     /// Use whichever the host already uses.
     #[default]

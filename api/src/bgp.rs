@@ -31,6 +31,7 @@ pub const BGP_CONFIGURATION_DEFAULT: &str = "default";
     Hash,
     JsonSchema,
 )]
+#[schemars(transform = crate::schema::drop_description)]
 pub enum LogSeverity {
     /// Everything.
     Debug,

@@ -31,6 +31,7 @@ pub mod ippool;
 pub mod k8s;
 pub mod names;
 pub mod node;
+pub mod resource;
 mod schema;
 pub mod selector;
 pub mod validate;
@@ -44,6 +45,7 @@ pub use ipam::{
 };
 pub use ippool::{IPPool, IPPoolSpec};
 pub use node::{MargayNode, NodeSpec, NodeStatus, NodeStatusSpec, NodeStatusStatus};
+pub use resource::Resource;
 pub use selector::Selector;
 pub use validate::{FieldError, Validate, ValidationErrors};
 pub use workload::{WorkloadEndpoint, WorkloadEndpointSpec};

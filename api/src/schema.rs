@@ -20,3 +20,11 @@ pub(crate) fn is_false(b: &bool) -> bool {
 pub(crate) fn yes() -> bool {
     true
 }
+
+/// Drops a type's own description from its schema, so that an `Option<ThatType>` field keeps the
+/// field's description (kube's Option flattening would otherwise replace it with the type's).
+pub(crate) fn drop_description(schema: &mut Schema) {
+    if let Some(obj) = schema.as_object_mut() {
+        obj.remove("description");
+    }
+}

@@ -202,3 +202,6 @@ impl Ctx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,9 +6,7 @@ use super::{Ctx, FieldError, Validate};
 use crate::agentconfig::{
     AGENT_CONFIGURATION_DEFAULT, AGENT_CONFIGURATION_NODE_PREFIX, AgentConfiguration,
 };
-use crate::bgp::{
-    BGP_CONFIGURATION_DEFAULT, BGPConfiguration, BGPPassword, BGPPeer, parse_peer_ip,
-};
+use crate::bgp::{BGPConfiguration, BGPPassword, BGPPeer, parse_peer_ip};
 use crate::node::{MargayNode, NodeStatus, parse_addr_with_prefix};
 use crate::workload::WorkloadEndpoint;
 
@@ -111,9 +109,7 @@ impl Validate for BGPConfiguration {
     fn field_errors(&self) -> Vec<FieldError> {
         let mut c = Ctx::new("BGPConfiguration", &self.metadata);
         c.check_meta(&self.metadata);
-        if self.metadata.name.as_deref() != Some(BGP_CONFIGURATION_DEFAULT) {
-            check_default_or_node_name(&mut c, self.metadata.name.as_deref());
-        }
+        check_default_or_node_name(&mut c, self.metadata.name.as_deref());
         let s = &self.spec;
         if let Some(asn) = s.as_number {
             c.asn("spec.asNumber", asn);
