@@ -63,7 +63,8 @@ impl LabPlan {
                 NodePlan {
                     name: format!("node-{i}"),
                     ipv4: Ipv4Addr::new(198, 18, 0, host),
-                    ipv6: ipv6.then(|| Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, u16::from(host))),
+                    ipv6: ipv6
+                        .then(|| Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, u16::from(host))),
                     pods: pods_per_node,
                 }
             })
@@ -108,19 +109,30 @@ mod tests {
         let ula: IpNet = "fd00::/8".parse().unwrap();
         let mut addrs = p.addresses();
         for a in &addrs {
-            assert!(test_v4.contains(a) || ula.contains(a), "{a} outside the test ranges");
+            assert!(
+                test_v4.contains(a) || ula.contains(a),
+                "{a} outside the test ranges"
+            );
         }
         assert!(p.underlay.contains(&p.nodes.last().unwrap().ipv4));
         let n = addrs.len();
         addrs.sort();
         addrs.dedup();
         assert_eq!(addrs.len(), n, "duplicate address in the plan");
-        assert!("100.64.0.0/10".parse::<IpNet>().unwrap().contains(&p.pool_v4));
+        assert!(
+            "100.64.0.0/10"
+                .parse::<IpNet>()
+                .unwrap()
+                .contains(&p.pool_v4)
+        );
     }
 
     #[test]
     fn too_many_or_no_nodes_is_an_error_with_the_range() {
-        assert_eq!(LabPlan::new(0, 1, false).unwrap_err().to_string(), "--nodes 0: a lab has 1 to 240 nodes");
+        assert_eq!(
+            LabPlan::new(0, 1, false).unwrap_err().to_string(),
+            "--nodes 0: a lab has 1 to 240 nodes"
+        );
         assert!(LabPlan::new(MAX_NODES + 1, 1, false).is_err());
     }
 }
