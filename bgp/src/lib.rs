@@ -9,11 +9,13 @@
 //! - [`driver`]: the tokio driver and the [`Speaker`] handle;
 //! - [`config`] and [`standalone`]: the TOML config and the route-reflector entry point.
 
+pub mod config;
 pub mod decision;
 pub mod driver;
 pub mod fsm;
 pub mod policy;
 pub mod rib;
+pub mod standalone;
 pub mod wire;
 
 pub use driver::{Error, PeerConfig, PeerStatus, Speaker, SpeakerConfig};

@@ -14,11 +14,14 @@ pub type Afi = u16;
 pub type Safi = u8;
 
 /// The address families this speaker carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Family {
-    /// AFI 1 SAFI 1.
+    /// AFI 1 SAFI 1 (`ipv4-unicast`).
     Ipv4Unicast,
-    /// AFI 2 SAFI 1.
+    /// AFI 2 SAFI 1 (`ipv6-unicast`).
     Ipv6Unicast,
 }
 
