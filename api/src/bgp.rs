@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Defaults;
 use crate::schema::is_false;
+use crate::selector::{Labels, Selector, SelectorError};
 
 /// The AS number used when neither BGPConfiguration nor the Node sets one.
 pub const DEFAULT_AS_NUMBER: u32 = 64512;
@@ -311,6 +312,22 @@ pub fn parse_peer_ip(s: &str) -> Option<(IpAddr, Option<u16>)> {
 }
 
 impl BGPPeerSpec {
+    /// Whether node `name` (with `labels`) takes part in this peering: `node` names it, else
+    /// `nodeSelector` matches it, else (neither set) every node does. An unparsable selector
+    /// matches nothing.
+    pub fn applies_to_node<L: Labels + ?Sized>(&self, name: &str, labels: &L) -> bool {
+        match (&self.node, &self.node_selector) {
+            (Some(n), _) => n == name,
+            (None, Some(sel)) => Selector::parse(sel).is_ok_and(|s| s.matches(labels)),
+            (None, None) => true,
+        }
+    }
+
+    /// The parsed `peerSelector`, if set.
+    pub fn peer_selector(&self) -> Option<Result<Selector, SelectorError>> {
+        self.peer_selector.as_deref().map(Selector::parse)
+    }
+
     /// The peer's address and port (default `default_port`), if `peerIP` is set and valid.
     pub fn peer_addr(&self, default_port: u16) -> Option<SocketAddr> {
         let (ip, port) = parse_peer_ip(self.peer_ip.as_deref()?)?;
