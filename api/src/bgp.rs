@@ -263,6 +263,11 @@ impl Defaults for BGPConfiguration {
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.peerIP) != has(self.peerSelector)", "message": "set exactly one of peerIP and peerSelector"},
+    {"rule": "!has(self.peerIP) || has(self.asNumber)", "message": "asNumber is required with peerIP"},
+    {"rule": "!(has(self.node) && has(self.nodeSelector))", "message": "set at most one of node and nodeSelector"}
+]))]
 pub struct BGPPeerSpec {
     /// The one node that peers (by name). Leave empty and use `nodeSelector` for several nodes;
     /// with neither, every node peers.

@@ -14,7 +14,8 @@ pub(crate) const ADDR_WITH_PREFIX_PATTERN: &str =
 
 /// Margay's view of a node: the addresses and AS number its BGP speaker uses. Its labels are the
 /// Kubernetes node's labels (copied into `metadata.labels`), which `nodeSelector`s match. The
-/// name is the Kubernetes node name.
+/// name is the Kubernetes node name. (`kubectl get nodes` shows the core nodes; use
+/// `kubectl get nodes.crd.margay.dev` or the short name `mgynode`.)
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "crd.margay.dev",

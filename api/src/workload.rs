@@ -8,6 +8,16 @@ use crate::agentconfig::Protocol;
 
 /// The orchestrator name written in `orchestrator` for pods.
 pub const ORCHESTRATOR_K8S: &str = "k8s";
+/// Label the agent adds to a WorkloadEndpoint: the pod's namespace (so selectors can match it).
+pub const LABEL_NAMESPACE: &str = "margay.dev/namespace";
+/// Label the agent adds to a WorkloadEndpoint: its orchestrator (`k8s`).
+pub const LABEL_ORCHESTRATOR: &str = "margay.dev/orchestrator";
+/// Label the agent adds to a WorkloadEndpoint: the pod's service account.
+pub const LABEL_SERVICE_ACCOUNT: &str = "margay.dev/serviceaccount";
+/// Prefix of the profile that carries a namespace's labels: `kns.NAMESPACE`.
+pub const PROFILE_NAMESPACE_PREFIX: &str = "kns.";
+/// Prefix of the profile that carries a service account's labels: `ksa.NAMESPACE.NAME`.
+pub const PROFILE_SERVICE_ACCOUNT_PREFIX: &str = "ksa.";
 
 /// One pod interface: its addresses, the host-side interface, its labels (the pod's, plus
 /// `margay.dev/namespace` and `margay.dev/orchestrator`) and named ports. Written by the agent

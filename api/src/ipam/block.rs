@@ -27,7 +27,7 @@ const MAX_HOST_BITS: u8 = 16;
 /// A block of addresses (one `blockSize` slice of a pool) and who holds each address.
 ///
 /// `allocations[i]` is the allocation state of the `i`-th address of the block (its ordinal):
-/// `None` when free, `Some(a)` when held, `a` indexing `attributes`. `unallocated` lists the free
+/// null when free, else the index in `attributes` of who holds it. `unallocated` lists the free
 /// ordinals in the order they are handed out: freed addresses go to the back, so that an address
 /// is not reused at once. Every write increments `sequenceNumber`; writes are compare-and-swap.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -20,6 +20,16 @@ pub use block::{
     BlockError, IPAMBlock, IPAMBlockSpec, address_of, block_size_of, host_affinity, ordinal_of,
 };
 
+/// Pod or namespace annotation: the IPv4 pools (by name, JSON list) to allocate from,
+/// e.g. `["blue-v4"]`.
+pub const ANNOTATION_IPV4_POOLS: &str = "margay.dev/ipv4pools";
+/// Pod or namespace annotation: the IPv6 pools (by name, JSON list) to allocate from.
+pub const ANNOTATION_IPV6_POOLS: &str = "margay.dev/ipv6pools";
+/// Pod annotation: the exact addresses (JSON list) the pod must get, e.g. `["100.64.0.10"]`.
+pub const ANNOTATION_IP_ADDRS: &str = "margay.dev/ipAddrs";
+/// The handle prefix of pod allocations: `margay-pod-network.CONTAINER_ID`.
+pub const HANDLE_PREFIX_POD: &str = "margay-pod-network.";
+
 /// The name of the one `IPAMConfig` object that is read.
 pub const IPAM_CONFIG_NAME: &str = "default";
 

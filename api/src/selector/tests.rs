@@ -322,3 +322,13 @@ proptest! {
         prop_assert_eq!(label_selector_matches(&ls, &labels), Ok(expected));
     }
 }
+
+#[test]
+fn selectors_serialize_as_their_text() {
+    let s = sel("role=='rr'");
+    assert_eq!(serde_json::to_string(&s).unwrap(), r#""role == 'rr'""#);
+    let back: Selector = serde_json::from_str(r#""role == 'rr'""#).unwrap();
+    assert_eq!(back, s);
+    let e = serde_json::from_str::<Selector>(r#""role = x""#).unwrap_err();
+    assert!(e.to_string().contains("column 6"), "{e}");
+}
