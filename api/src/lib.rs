@@ -21,6 +21,7 @@
 
 // kube's `#[kube(printcolumn(name = .., type_ = ..), printcolumn(..))]` repeats keys on purpose.
 #![allow(clippy::duplicated_attributes)]
+#![warn(missing_docs)]
 
 pub mod agentconfig;
 pub mod bgp;

@@ -38,6 +38,36 @@ pub enum LabelSelectorError {
     },
 }
 
+impl LabelSelectorError {
+    /// The path of the bad field within the selector: `matchExpressions[0].operator`.
+    pub fn field(&self) -> String {
+        match self {
+            LabelSelectorError::UnknownOperator { index, .. } => {
+                format!("matchExpressions[{index}].operator")
+            }
+            LabelSelectorError::MissingValues { index, .. }
+            | LabelSelectorError::UnexpectedValues { index, .. } => {
+                format!("matchExpressions[{index}].values")
+            }
+        }
+    }
+
+    /// What is wrong, without the field path.
+    pub fn reason(&self) -> String {
+        match self {
+            LabelSelectorError::UnknownOperator { operator, .. } => {
+                format!("{operator:?} is not one of In, NotIn, Exists, DoesNotExist")
+            }
+            LabelSelectorError::MissingValues { operator, .. } => {
+                format!("must not be empty for operator {operator}")
+            }
+            LabelSelectorError::UnexpectedValues { operator, .. } => {
+                format!("must be empty for operator {operator}")
+            }
+        }
+    }
+}
+
 /// Translates a Kubernetes `LabelSelector` into an equivalent [`Selector`]. All terms are ANDed;
 /// the empty selector is `all()` (it selects everything, as in a NetworkPolicy `podSelector: {}`).
 pub fn selector_from_label_selector(sel: &LabelSelector) -> Result<Selector, LabelSelectorError> {

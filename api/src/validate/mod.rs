@@ -3,6 +3,7 @@
 //! of pools against each other.
 
 mod ipam;
+mod k8s;
 mod network;
 mod resources;
 
@@ -157,6 +158,21 @@ impl Ctx {
             return None;
         }
         Some(net)
+    }
+
+    /// Parses a CIDR; host bits are allowed (Kubernetes allows them in `ipBlock`). Returns the
+    /// network with host bits cleared.
+    pub(crate) fn cidr_loose(&mut self, field: &str, value: &str) -> Option<IpNet> {
+        match value.parse::<IpNet>() {
+            Ok(n) => Some(n.trunc()),
+            Err(_) => {
+                self.err(
+                    field,
+                    format!("{value:?} is not a valid CIDR (e.g. 10.0.0.0/16, fd00::/48)"),
+                );
+                None
+            }
+        }
     }
 
     pub(crate) fn ip(&mut self, field: &str, value: &str) -> Option<IpAddr> {

@@ -454,3 +454,59 @@ fn ipam_handle_rules() {
         ],
     );
 }
+
+#[test]
+fn network_policy_rules() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let np: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "allow-web", "namespace": "default"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"namespaceSelector": {}}, {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
+                         "ports": [{"port": 8080}, {"port": "http", "protocol": "TCP"}, {"port": 30000, "endPort": 30100}]}],
+            "egress": [{"to": [{"podSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["db"]}]}}]}]
+        }
+    }))
+    .unwrap();
+    assert_errors(&np, &[]);
+    let bad: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "bad"},
+        "spec": {
+            "podSelector": {"matchExpressions": [{"key": "a", "operator": "Equals", "values": ["x"]}]},
+            "policyTypes": ["Both"],
+            "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.1.0.0/24"]}, "podSelector": {}}],
+                         "ports": [{"port": 0, "protocol": "ICMP"}, {"port": "http", "endPort": 90}, {"port": 100, "endPort": 90}]}],
+            "egress": [{"to": [{"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}}]}]
+        }
+    }))
+    .unwrap();
+    assert_errors(
+        &bad,
+        &[
+            r#"NetworkPolicy "bad": metadata.namespace is required"#,
+            r#"NetworkPolicy "bad": spec.podSelector.matchExpressions[0].operator "Equals" is not one of In, NotIn, Exists, DoesNotExist"#,
+            r#"NetworkPolicy "bad": spec.policyTypes "Both" is not one of Ingress, Egress"#,
+            r#"NetworkPolicy "bad": spec.ingress[0].from[0].ipBlock must not be set together with podSelector or namespaceSelector"#,
+            r#"NetworkPolicy "bad": spec.ingress[0].from[0].ipBlock.except[0] 10.1.0.0/24 is not within ipBlock.cidr 10.0.0.0/16"#,
+            r#"NetworkPolicy "bad": spec.ingress[0].ports[0].protocol "ICMP" is not one of TCP, UDP, SCTP"#,
+            r#"NetworkPolicy "bad": spec.ingress[0].ports[0].port 0 out of range 1..=65535"#,
+            r#"NetworkPolicy "bad": spec.ingress[0].ports[1].endPort requires a numeric port"#,
+            r#"NetworkPolicy "bad": spec.ingress[0].ports[2].endPort 90 out of range 100..=65535"#,
+            r#"NetworkPolicy "bad": spec.egress[0].to[0].namespaceSelector.matchExpressions[0].values must be empty for operator Exists"#,
+        ],
+    );
+}
+
+#[test]
+fn namespace_names_are_dns1123_labels() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "kube.system"}})).unwrap();
+    assert_errors(
+        &ns,
+        &[
+            r#"Namespace "kube.system": metadata.name "kube.system" is not a valid DNS-1123 label: contains '.' (lowercase letters, digits and '-', starting and ending with a letter or digit)"#,
+        ],
+    );
+}
