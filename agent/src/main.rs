@@ -10,8 +10,10 @@ use margay_agent::config::{AgentConfig, Role};
 #[derive(Debug, Parser)]
 #[command(name = "margay-node", version, about)]
 struct Cli {
-    /// Configuration file (TOML). Environment variables (NODENAME, DATASTORE_TYPE,
-    /// ETCD_ENDPOINTS, …) override it, and flags override both.
+    /// Configuration file (TOML). For the node role: the agent's settings, which environment
+    /// variables (NODENAME, DATASTORE_TYPE, ETCD_ENDPOINTS, …) and flags override. With
+    /// `--role route-reflector`: the BGP speaker's own file (router id, AS, peers; see the
+    /// margay-bgp `config` docs), run standalone with no datastore and no FIB.
     #[arg(long, short = 'c', env = "MARGAY_CONFIG")]
     config: Option<PathBuf>,
     /// Run as a full node, or only as a BGP route reflector.
@@ -43,6 +45,11 @@ fn load(cli: &Cli) -> anyhow::Result<AgentConfig> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.role == Some(Role::RouteReflector)
+        && let Some(path) = &cli.config
+    {
+        return run_standalone_reflector(path, cli.check_config);
+    }
     let config = load(&cli).context("margay-node: invalid configuration")?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
@@ -55,9 +62,30 @@ fn main() -> anyhow::Result<()> {
     let node = config.node_name_or_hostname()?;
     tracing::info!(node = %node, role = ?config.role, "margay-node starting");
     match config.role {
-        Role::Node | Role::RouteReflector => anyhow::bail!(
-            "margay-node: role {:?} cannot run yet in this build; only --check-config is available",
-            config.role
+        Role::Node => anyhow::bail!(
+            "margay-node: the node role (datastore watch, pod routes, policy) is not in this build yet; \
+             this build runs `--role route-reflector --config SPEAKER.toml` and `--check-config`"
+        ),
+        Role::RouteReflector => anyhow::bail!(
+            "margay-node: --role route-reflector needs --config SPEAKER.toml in this build \
+             (route reflectors configured from the datastore come later)"
         ),
     }
+}
+
+/// `--role route-reflector --config FILE`: only the BGP speaker, from its own config file.
+fn run_standalone_reflector(path: &std::path::Path, check_only: bool) -> anyhow::Result<()> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    if check_only {
+        let config = margay_bgp::config::Config::load(path)
+            .with_context(|| format!("margay-node: invalid speaker config {}", path.display()))?;
+        println!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(());
+    }
+    margay_bgp::standalone::run(path)
+        .with_context(|| format!("margay-node: route reflector from {}", path.display()))
 }
