@@ -18,6 +18,28 @@
 //!   of an IPv6 pool); context-free defaults are serde defaults and appear in the CRD schema.
 //! - [`crd::all`] and [`crd::to_yaml`] produce `manifests/crds.yaml`
 //!   (`cargo run -p margay-api --example gen-crds > manifests/crds.yaml`).
+//!
+//! ```
+//! use margay_api::{Defaults, IPPool, Selector, Validate};
+//! use std::collections::BTreeMap;
+//!
+//! let mut pool: IPPool = serde_saphyr::from_str(
+//!     "apiVersion: crd.margay.dev/v1\n\
+//!      kind: IPPool\n\
+//!      metadata: {name: p1}\n\
+//!      spec: {cidr: fd00:100::/112, nodeSelector: \"zone in {'a', 'b'}\"}\n",
+//! )?;
+//! pool.apply_defaults();
+//! assert_eq!(pool.spec.block_size, Some(122));
+//! pool.validate()?;
+//!
+//! let labels = BTreeMap::from([("zone".to_string(), "a".to_string())]);
+//! assert!(pool.spec.usable_by_node(&labels));
+//!
+//! let err = Selector::parse("role = x").unwrap_err();
+//! assert_eq!(err.to_string(), r#"selector "role = x": column 6: expected ==, !=, in or not in"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 // kube's `#[kube(printcolumn(name = .., type_ = ..), printcolumn(..))]` repeats keys on purpose.
 #![allow(clippy::duplicated_attributes)]

@@ -510,3 +510,35 @@ fn namespace_names_are_dns1123_labels() {
         ],
     );
 }
+
+#[test]
+fn a_pool_needs_some_allowed_use() {
+    assert_errors(
+        &pool("p1", json!({"cidr": "10.0.0.0/16", "allowedUses": []})),
+        &[r#"IPPool "p1": spec.allowedUses must not be empty (e.g. [Workload])"#],
+    );
+}
+
+#[test]
+fn a_block_owner_must_be_a_valid_node_name_and_blocks_stay_small() {
+    let mut b = block("10.0.0.0/30");
+    b.spec.affinity = Some("host:Node_1".into());
+    assert_errors(
+        &b,
+        &[
+            r#"IPAMBlock "10-0-0-0-30": spec.affinity "host:Node_1": node name contains 'N' (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)"#,
+        ],
+    );
+    let big: IPAMBlock = obj("IPAMBlock", "10-0-0-0-8", json!({"cidr": "10.0.0.0/8"}));
+    assert_errors(
+        &big,
+        &[r#"IPAMBlock "10-0-0-0-8": spec.cidr 10.0.0.0/8 has more than 65536 addresses"#],
+    );
+}
+
+#[test]
+fn a_missing_name_is_reported() {
+    let p: IPPool =
+        serde_json::from_value(json!({"metadata": {}, "spec": {"cidr": "10.0.0.0/16"}})).unwrap();
+    assert_errors(&p, &[r#"IPPool "": metadata.name is required"#]);
+}
