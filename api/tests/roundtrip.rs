@@ -106,9 +106,11 @@ fn proto_port() -> impl Strategy<Value = ProtoPort> {
 }
 
 #[track_caller]
-fn round_trips<T: Serialize + DeserializeOwned + PartialEq + Debug>(
+fn round_trips<T: Serialize + DeserializeOwned + PartialEq + Debug + Validate>(
     obj: &T,
 ) -> Result<(), TestCaseError> {
+    // Validation copes with any value (it must never panic on what a user can write).
+    let _ = obj.field_errors();
     let yaml = serde_saphyr::to_string(obj).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let back: T =
         serde_saphyr::from_str(&yaml).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;

@@ -351,6 +351,30 @@ mod tests {
         assert_eq!(b.allocated().len(), 1);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn ordinals_and_addresses_are_inverse(
+            v4 in proptest::prelude::any::<u32>(), v6 in proptest::prelude::any::<u128>(),
+            host_bits in 0u8..=16, ord in 0usize..70_000,
+        ) {
+            let nets = [
+                IpNet::new(IpAddr::V4(v4.into()), 32 - host_bits).unwrap().trunc(),
+                IpNet::new(IpAddr::V6(v6.into()), 128 - host_bits).unwrap().trunc(),
+            ];
+            for net in nets {
+                let size = block_size_of(&net).unwrap();
+                match address_of(&net, ord) {
+                    Some(ip) => {
+                        proptest::prop_assert!(ord < size);
+                        proptest::prop_assert!(net.contains(&ip));
+                        proptest::prop_assert_eq!(ordinal_of(&net, ip), Some(ord));
+                    }
+                    None => proptest::prop_assert!(ord >= size),
+                }
+            }
+        }
+    }
+
     #[test]
     fn object_names_follow_calico() {
         assert_eq!(IPAMBlock::name_for(&net("10.0.0.64/26")), "10-0-0-64-26");

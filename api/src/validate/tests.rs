@@ -542,3 +542,40 @@ fn a_missing_name_is_reported() {
         serde_json::from_value(json!({"metadata": {}, "spec": {"cidr": "10.0.0.0/16"}})).unwrap();
     assert_errors(&p, &[r#"IPPool "": metadata.name is required"#]);
 }
+
+proptest::proptest! {
+    #[test]
+    fn pool_overlaps_do_not_depend_on_order(
+        pools in proptest::collection::vec((0u8..4, 8u8..=24), 1..6),
+        seed in proptest::prelude::any::<u64>(),
+    ) {
+        let objs: Vec<IPPool> = pools
+            .iter()
+            .enumerate()
+            .map(|(i, (second, prefix))| {
+                let net: ipnet::IpNet = format!("10.{second}.0.0/{prefix}").parse().unwrap();
+                pool(&format!("p{i}"), json!({"cidr": net.trunc().to_string()}))
+            })
+            .collect();
+        let mut shuffled: Vec<&IPPool> = objs.iter().collect();
+        let n = shuffled.len();
+        shuffled.rotate_left((seed as usize) % n);
+        if seed % 2 == 0 {
+            shuffled.reverse();
+        }
+        let a = pool_overlaps(objs.iter());
+        let b = pool_overlaps(shuffled);
+        proptest::prop_assert_eq!(&a, &b);
+        // Every overlapping pair is reported exactly once.
+        let mut pairs = 0;
+        for i in 0..objs.len() {
+            for j in 0..i {
+                let (x, y) = (objs[i].spec.net().unwrap(), objs[j].spec.net().unwrap());
+                if x.contains(&y.network()) || y.contains(&x.network()) {
+                    pairs += 1;
+                }
+            }
+        }
+        proptest::prop_assert_eq!(a.len(), pairs);
+    }
+}
