@@ -229,6 +229,9 @@ pub struct BGPPeerStatus {
     #[serde(rename = "peerIP")]
     #[schemars(extend("pattern" = crate::schema::IP_PATTERN))]
     pub peer_ip: String,
+    /// The peer's AS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<u32>,
     /// Why this session exists.
     #[serde(rename = "type")]
     pub peer_type: BGPPeerType,

@@ -205,7 +205,7 @@ proptest! {
         let states = [BGPSessionState::Idle, BGPSessionState::Connect, BGPSessionState::Active,
                       BGPSessionState::OpenSent, BGPSessionState::OpenConfirm, BGPSessionState::Established];
         let peers = peers.into_iter().map(|(ip, t, s, since, err, (rx, acc, tx))| BGPPeerStatus {
-            peer_ip: ip, peer_type: types[t], state: states[s], since, last_error: err,
+            peer_ip: ip, as_number: Some(rx), peer_type: types[t], state: states[s], since, last_error: err,
             prefixes_received: rx, prefixes_accepted: acc, prefixes_advertised: tx,
         }).collect();
         let mut o = NodeStatus::new("n", NodeStatusSpec { node, update_period_seconds: period });
