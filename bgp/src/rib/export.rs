@@ -281,7 +281,12 @@ pub(super) fn flush_family<P: Fam>(rib: &mut Rib, f: &mut Flush) {
                     }
                 }
                 None if was => {
-                    wd[gi].entry(Target::All).or_default().push(p);
+                    // The old best's source never got it from us (split horizon).
+                    let target = match &old {
+                        Some(o) if g.has(o.peer) => Target::AllBut(o.peer),
+                        _ => Target::All,
+                    };
+                    wd[gi].entry(target).or_default().push(p);
                     adv_delta[gi] -= 1;
                 }
                 None => {}

@@ -206,6 +206,10 @@ fn withdrawal_is_sent_to_the_group_and_the_fib_stream() {
         received(&f.outputs, i)[0].withdrawn,
         vec![p4("100.64.0.0/24")]
     );
+    assert!(
+        received(&f.outputs, e).is_empty(),
+        "the source never had the route from us"
+    );
     assert_eq!(r.counters(i).advertised, 0);
     assert_eq!(r.counters(e).received, 1);
     assert_eq!(r.counters(e).withdrawn, 1);
