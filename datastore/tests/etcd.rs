@@ -108,6 +108,62 @@ impl Backend for RealEtcd {
     }
 }
 
+/// etcd itself stopped and started again (same data), with no proxy in between.
+struct RestartingEtcd {
+    store: Etcd,
+    server: Mutex<Option<EtcdServer>>,
+}
+
+#[async_trait::async_trait]
+impl Backend for RestartingEtcd {
+    fn store(&self) -> Arc<dyn Datastore> {
+        Arc::new(self.store.clone())
+    }
+    async fn put_raw(&self, key: &Key, value: Vec<u8>) {
+        self.store.put_raw(key, value).await.expect("raw put");
+    }
+    async fn compact(&self) {
+        let r = self.store.current_revision().await.expect("revision");
+        self.store.compact(&r).await.expect("compact");
+    }
+    async fn interrupt(&self) {
+        let mut server = self.server.lock().unwrap().take().expect("server present");
+        let server = tokio::task::spawn_blocking(move || {
+            server.restart().expect("etcd restarts");
+            server
+        })
+        .await
+        .unwrap();
+        *self.server.lock().unwrap() = Some(server);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.store.current_revision().await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the client did not reach the restarted etcd within 20 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_stopped_and_restarted_mid_watch_loses_nothing() {
+    let server = tokio::task::spawn_blocking(EtcdServer::start_on_loopback)
+        .await
+        .unwrap()
+        .expect("etcd starts");
+    let config = EtcdConfig {
+        endpoints: vec![server.endpoint()],
+        ..Default::default()
+    };
+    let store = Etcd::connect(&config).await.expect("connect");
+    let b = RestartingEtcd {
+        store,
+        server: Mutex::new(Some(server)),
+    };
+    conformance::watch_resumes_after_interruption(&b).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_passes_crud_and_namespaces() {
     let b = RealEtcd::start().await;
