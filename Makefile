@@ -7,6 +7,9 @@ help:
 	@echo "make build   debug build of every binary"
 	@echo "make crds    regenerate manifests/crds.yaml from the api crate"
 
+crds:
+	cargo run -q -p margay-api --example gen-crds > manifests/crds.yaml
+
 test:
 	scripts/test.sh
 
