@@ -261,12 +261,11 @@ fn merge_as4(as_path: AsPath, as4: AsPath) -> AsPath {
     }
     let mut keep = n2 - n4;
     let mut segments = Vec::new();
+    // Leading ASes of AS_PATH that AS4_PATH does not cover, and every confederation
+    // segment (AS4_PATH carries none).
     for s in as_path.segments {
-        if keep == 0 {
-            break;
-        }
         match s.kind {
-            SegmentType::Sequence => {
+            SegmentType::Sequence if keep > 0 => {
                 let take = keep.min(s.asns.len());
                 keep -= take;
                 segments.push(AsSegment {
@@ -274,18 +273,24 @@ fn merge_as4(as_path: AsPath, as4: AsPath) -> AsPath {
                     asns: s.asns[..take].to_vec(),
                 });
             }
-            SegmentType::Set => {
+            SegmentType::Set if keep > 0 => {
                 keep -= 1;
                 segments.push(s);
             }
-            _ => segments.push(s),
+            SegmentType::ConfedSequence | SegmentType::ConfedSet => segments.push(s),
+            _ => {}
         }
     }
-    for s in as4.segments {
-        if !matches!(s.kind, SegmentType::Sequence | SegmentType::Set) {
-            continue;
-        }
-        match segments.last_mut() {
+    segments.extend(
+        as4.segments
+            .into_iter()
+            .filter(|s| matches!(s.kind, SegmentType::Sequence | SegmentType::Set)),
+    );
+    // Adjacent sequences are one sequence; folding them makes the result the same
+    // whichever way the two attributes split the path.
+    let mut folded: Vec<AsSegment> = Vec::with_capacity(segments.len());
+    for s in segments {
+        match folded.last_mut() {
             Some(last)
                 if last.kind == SegmentType::Sequence
                     && s.kind == SegmentType::Sequence
@@ -293,9 +298,10 @@ fn merge_as4(as_path: AsPath, as4: AsPath) -> AsPath {
             {
                 last.asns.extend(s.asns)
             }
-            _ => segments.push(s),
+            _ => folded.push(s),
         }
     }
+    let segments = folded;
     AsPath { segments }
 }
 
