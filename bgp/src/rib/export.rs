@@ -348,7 +348,7 @@ pub(super) fn dump_family<P: Fam>(rib: &mut Rib, peer: PeerId) -> Vec<u8> {
     let mut blocks = Blocks::default();
     let mut by_block: FxHashMap<usize, Vec<P>> = FxHashMap::default();
     let mut count = 0u64;
-    for (p, ps) in &fam.table {
+    for (p, ps) in fam.table.iter() {
         let Some(best) = ps.best() else { continue };
         if !exported(ctx, best, &g.key, (*p).into()) {
             continue;

@@ -168,8 +168,57 @@ pub trait FamilyPrefix:
 impl FamilyPrefix for Prefix4 {}
 impl FamilyPrefix for Prefix6 {}
 
-/// One family's table.
-pub type Table<P> = FxHashMap<P, Paths>;
+/// Shards of a [`Table`]. A power of two.
+const SHARDS: usize = 64;
+
+/// One family's table, split into [`SHARDS`] hash maps by bits of the prefix's hash
+/// that neither the bucket index nor the control tag of the maps use. A hash map
+/// grows by allocating a table twice the size and moving every entry, so a single map
+/// of a million routes briefly holds both (≈1.5× its steady size, the process's peak
+/// memory). Shards grow one at a time, so the peak is the steady size plus one
+/// shard's growth.
+#[derive(Debug)]
+pub struct Table<P> {
+    shards: Box<[FxHashMap<P, Paths>]>,
+}
+
+impl<P: FamilyPrefix> Default for Table<P> {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| FxHashMap::default()).collect(),
+        }
+    }
+}
+
+impl<P: FamilyPrefix> Table<P> {
+    fn shard(&self, p: &P) -> usize {
+        let mut h = FxHasher::default();
+        p.hash(&mut h);
+        // hashbrown uses the low bits (index) and the top 7 bits (tag): take the middle.
+        ((h.finish() >> 32) as usize) & (SHARDS - 1)
+    }
+    /// The paths of `p`.
+    pub fn get(&self, p: &P) -> Option<&Paths> {
+        self.shards[self.shard(p)].get(p)
+    }
+    /// The entry of `p`, for in-place insertion or removal.
+    pub fn entry(&mut self, p: P) -> std::collections::hash_map::Entry<'_, P, Paths> {
+        let i = self.shard(&p);
+        self.shards[i].entry(p)
+    }
+    /// Number of prefixes.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(HashMap::len).sum()
+    }
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(HashMap::is_empty)
+    }
+    /// Every prefix and its paths, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&P, &Paths)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+}
 
 #[cfg(test)]
 mod tests {
