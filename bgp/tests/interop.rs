@@ -335,6 +335,50 @@ fn hold_timer(kind: Kind) {
         .expect("run in namespace");
 }
 
+/// Both sides connect at once: collision detection (RFC 4271 §6.8) leaves exactly one
+/// session, and routes flow over it. Repeated, as the race goes either way.
+fn collision(kind: Kind) {
+    margay_harness::require_root().expect("interop tests need root");
+    for round in 0..3 {
+        let case = Case {
+            kind,
+            ibgp: false,
+            v6: false,
+        };
+        let pair = Pair::new("bgpc").expect("namespaces");
+        let mut cfg = case.daemon_config(90);
+        cfg.neighbors[0].passive = false;
+        let daemon = start(kind, &pair.b, cfg);
+        pair.a
+            .run(|| {
+                let rt = runtime();
+                let sp = speaker(&rt, &case);
+                let mut p = case.peer_config(90);
+                p.connect_retry = Duration::from_secs(1);
+                rt.block_on(sp.add_peer(p)).unwrap();
+                let mut rx = sp.subscribe().unwrap();
+                daemon.wait_established(case.our_ip(), WAIT).unwrap();
+                wait_status(&rt, &sp, case.their_ip(), "Established", |s| {
+                    s.state == State::Established
+                });
+                wait_change(
+                    &rt,
+                    &mut rx,
+                    "their route",
+                    is_add(case.their_prefix(), case.their_ip()),
+                );
+                sp.originate(case.our_prefix(), None).unwrap();
+                daemon.wait_route(case.our_prefix(), WAIT).unwrap();
+                // Still one stable session a moment later.
+                std::thread::sleep(Duration::from_secs(2));
+                let st = rt.block_on(sp.peer(case.their_ip())).unwrap();
+                assert_eq!(st.state, State::Established, "round {round}: {st:?}");
+                rt.block_on(sp.shutdown());
+            })
+            .expect("run in namespace");
+    }
+}
+
 macro_rules! interop {
     ($($name:ident => $body:expr;)*) => {$(
         #[test]
@@ -351,6 +395,7 @@ interop! {
     bird_ebgp_ipv6 => exchange(Case { kind: Kind::Bird, ibgp: false, v6: true }, false);
     bird_ibgp_ipv6 => exchange(Case { kind: Kind::Bird, ibgp: true, v6: true }, false);
     bird_hold_timer_expires_when_the_peer_stops_answering => hold_timer(Kind::Bird);
+    bird_and_we_both_connect_and_collision_detection_keeps_one_session => collision(Kind::Bird);
     gobgp_ebgp_ipv4_routes_withdrawals_refresh_and_restart => exchange(Case { kind: Kind::Gobgp, ibgp: false, v6: false }, true);
     gobgp_ibgp_ipv4 => exchange(Case { kind: Kind::Gobgp, ibgp: true, v6: false }, false);
     gobgp_ebgp_ipv6 => exchange(Case { kind: Kind::Gobgp, ibgp: false, v6: true }, false);
@@ -361,4 +406,6 @@ interop! {
     frr_ebgp_ipv6 => exchange(Case { kind: Kind::Frr, ibgp: false, v6: true }, false);
     frr_ibgp_ipv6 => exchange(Case { kind: Kind::Frr, ibgp: true, v6: true }, false);
     frr_hold_timer_expires_when_the_peer_stops_answering => hold_timer(Kind::Frr);
+    frr_and_we_both_connect_and_collision_detection_keeps_one_session => collision(Kind::Frr);
+    gobgp_and_we_both_connect_and_collision_detection_keeps_one_session => collision(Kind::Gobgp);
 }
