@@ -26,7 +26,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::wire::{Codec, DecodeError, Family, Message, Notification, Open, codes};
+use crate::wire::{Capability, Codec, DecodeError, Family, Message, Notification, Open, codes};
 
 /// Hold time used while waiting for the peer's OPEN (RFC 4271 suggests 4 minutes).
 pub const LARGE_HOLD: Duration = Duration::from_secs(240);
@@ -100,6 +100,8 @@ pub struct SessionConfig {
     pub connect_retry_max: Duration,
     /// Address families we advertise.
     pub families: Vec<Family>,
+    /// Further capabilities to advertise (graceful restart, issue 8).
+    pub extra_capabilities: Vec<Capability>,
 }
 
 impl SessionConfig {
@@ -114,6 +116,7 @@ impl SessionConfig {
             connect_retry: Duration::from_secs(5),
             connect_retry_max: Duration::from_secs(120),
             families: Family::ALL.to_vec(),
+            extra_capabilities: Vec::new(),
         }
     }
 }
@@ -297,12 +300,15 @@ impl Session {
     }
 
     fn open(&self) -> Open {
-        Open::new(
+        let mut o = Open::new(
             self.cfg.local_as,
             self.cfg.hold_time,
             self.cfg.router_id,
             &self.cfg.families,
-        )
+        );
+        o.capabilities
+            .extend(self.cfg.extra_capabilities.iter().cloned());
+        o
     }
 
     fn new_outgoing(&mut self, out: &mut Vec<Action>) -> Conn {
