@@ -6,6 +6,7 @@
 //! setting, where it comes from (file, then environment, then flags) and how it is checked.
 
 pub mod config;
+pub mod dataplane;
 
 /// The route protocol number Margay's routes carry in the kernel (`ip route … proto 80`).
 ///

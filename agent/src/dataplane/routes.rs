@@ -1,0 +1,403 @@
+//! The route driver: per-pod host routes, a blackhole per affine block, routes to remote blocks.
+//!
+//! Every route it writes carries protocol [`crate::ROUTE_PROTOCOL`] in the main table; a dump
+//! reads back only those, so routes of the kernel, of BIRD or of an operator are never seen, let
+//! alone removed. Writes are `NLM_F_REPLACE`, so a route that exists with another target is
+//! corrected in place, and they are pipelined (many requests in flight on one netlink socket)
+//! rather than sent one at a time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use futures::{StreamExt, TryStreamExt};
+use ipnet::IpNet;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use rtnetlink::{Handle, RouteMessageBuilder};
+use tracing::{debug, warn};
+
+use super::tracker::DeltaTracker;
+use crate::ROUTE_PROTOCOL;
+
+/// How many route requests are in flight at once on the netlink socket.
+const IN_FLIGHT: usize = 256;
+
+/// Where a route sends packets.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteTarget {
+    /// Out of a local interface, scope link: a pod's /32 (/128) on its host-side veth.
+    Device(String),
+    /// Dropped: an affine block, so that unallocated addresses of it are not forwarded on.
+    Blackhole,
+    /// Through a next hop: a remote node's block learned over BGP.
+    Via(IpAddr),
+}
+
+/// What went wrong talking to the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The netlink socket could not be opened.
+    #[error("cannot open a netlink socket")]
+    Socket(#[source] std::io::Error),
+    /// A dump of routes or links failed.
+    #[error("cannot read {what} from the kernel")]
+    Dump {
+        /// Routes or links.
+        what: &'static str,
+        /// The netlink error.
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+/// The outcome of one apply: what changed and what could not be written.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Routes written (added or corrected).
+    pub written: usize,
+    /// Routes removed.
+    pub removed: usize,
+    /// Routes that failed, with the kernel's reason; retried on the next apply.
+    pub failed: Vec<(IpNet, String)>,
+}
+
+/// Builds the netlink message for one route; `ifindex` resolves device names.
+fn message(
+    dst: IpNet,
+    target: &RouteTarget,
+    ifindex: &HashMap<String, u32>,
+) -> Result<RouteMessage, String> {
+    let mut b = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(dst.network(), dst.prefix_len())
+        .map_err(|e| e.to_string())?;
+    b = b
+        .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+        .table_id(u32::from(RouteHeader::RT_TABLE_MAIN));
+    let b = match target {
+        RouteTarget::Device(name) => {
+            let idx = ifindex
+                .get(name)
+                .ok_or_else(|| format!("interface {name} does not exist (yet)"))?;
+            b.output_interface(*idx).scope(RouteScope::Link)
+        }
+        RouteTarget::Blackhole => b.kind(RouteType::BlackHole),
+        RouteTarget::Via(gw) => {
+            if gw.is_ipv4() != dst.addr().is_ipv4() {
+                return Err(format!("next hop {gw} is not of the family of {dst}"));
+            }
+            b.gateway(*gw).map_err(|e| e.to_string())?
+        }
+    };
+    Ok(b.build())
+}
+
+/// Reads one kernel route back, if it is one of ours in the main table.
+fn parse(msg: &RouteMessage, ifname: &HashMap<u32, String>) -> Option<(IpNet, RouteTarget)> {
+    let h = &msg.header;
+    if h.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
+        return None;
+    }
+    let mut table = u32::from(h.table);
+    let (mut dst, mut oif, mut gw) = (None, None, None);
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = Some(IpAddr::V4(*a)),
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = Some(IpAddr::V6(*a)),
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => gw = Some(IpAddr::V4(*a)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(a)) => gw = Some(IpAddr::V6(*a)),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Table(t) => table = *t,
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    let dst = match (dst, h.address_family) {
+        (Some(a), _) => a,
+        (None, AddressFamily::Inet) => IpAddr::from([0u8; 4]),
+        (None, AddressFamily::Inet6) => IpAddr::from([0u16; 8]),
+        (None, _) => return None,
+    };
+    let net = IpNet::new(dst, h.destination_prefix_length).ok()?;
+    let target = if h.kind == RouteType::BlackHole {
+        RouteTarget::Blackhole
+    } else if let Some(gw) = gw {
+        RouteTarget::Via(gw)
+    } else {
+        // A device route whose interface vanished between dumps reads as an unknown index;
+        // keep it under a name no desired route has, so that it is removed.
+        let idx = oif?;
+        RouteTarget::Device(
+            ifname
+                .get(&idx)
+                .cloned()
+                .unwrap_or_else(|| format!("#{idx}")),
+        )
+    };
+    Some((net, target))
+}
+
+/// The route reconciler of one network namespace (the node's).
+#[derive(Debug)]
+pub struct RouteDriver {
+    handle: Handle,
+    tracker: DeltaTracker<IpNet, RouteTarget>,
+}
+
+impl RouteDriver {
+    /// Opens a netlink socket in the calling thread's network namespace. The socket's task runs
+    /// on the current tokio runtime: the driver lives as long as that runtime.
+    pub fn new() -> Result<Self, RouteError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(RouteError::Socket)?;
+        tokio::spawn(conn);
+        Ok(Self {
+            handle,
+            tracker: DeltaTracker::new(),
+        })
+    }
+
+    /// Wants a route to `dst`.
+    pub fn set(&mut self, dst: IpNet, target: RouteTarget) {
+        self.tracker.set_desired(dst.trunc(), target);
+    }
+
+    /// No longer wants a route to `dst`.
+    pub fn remove(&mut self, dst: &IpNet) {
+        self.tracker.remove_desired(&dst.trunc());
+    }
+
+    /// Replaces every desired route.
+    pub fn replace_all(&mut self, routes: BTreeMap<IpNet, RouteTarget>) {
+        self.tracker
+            .replace_desired(routes.into_iter().map(|(k, v)| (k.trunc(), v)).collect());
+    }
+
+    /// The desired routes.
+    pub fn desired(&self) -> &BTreeMap<IpNet, RouteTarget> {
+        self.tracker.desired()
+    }
+
+    async fn links(&self) -> Result<HashMap<String, u32>, RouteError> {
+        let mut out = HashMap::new();
+        let mut links = self.handle.link().get().execute();
+        while let Some(link) = links.try_next().await.map_err(|source| RouteError::Dump {
+            what: "links",
+            source,
+        })? {
+            for attr in &link.attributes {
+                if let LinkAttribute::IfName(name) = attr {
+                    out.insert(name.clone(), link.header.index);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads Margay's routes (both families) from the kernel.
+    pub async fn dump(&self) -> Result<BTreeMap<IpNet, RouteTarget>, RouteError> {
+        let names: HashMap<u32, String> = self
+            .links()
+            .await?
+            .into_iter()
+            .map(|(n, i)| (i, n))
+            .collect();
+        let mut out = BTreeMap::new();
+        for family in [
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        ] {
+            let mut routes = self.handle.route().get(family).execute();
+            while let Some(msg) = routes.try_next().await.map_err(|source| RouteError::Dump {
+                what: "routes",
+                source,
+            })? {
+                if let Some((dst, target)) = parse(&msg, &names) {
+                    out.insert(dst, target);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the kernel, then makes it match the desired routes: the periodic repair of anything
+    /// changed behind the agent's back, and the first sync after start (call it only once the
+    /// datastore has synced, or routes of pods not yet known would be swept).
+    pub async fn resync(&mut self) -> Result<ApplyReport, RouteError> {
+        let actual = self.dump().await?;
+        self.tracker.replace_actual(actual);
+        self.apply().await
+    }
+
+    /// Writes the difference between desired and what the kernel is known to hold, without
+    /// reading the kernel first. Routes that fail stay pending and are retried next time.
+    pub async fn apply(&mut self) -> Result<ApplyReport, RouteError> {
+        let updates = self.tracker.pending_updates();
+        let deletes = self.tracker.pending_deletes();
+        let mut report = ApplyReport::default();
+        if updates.is_empty() && deletes.is_empty() {
+            return Ok(report);
+        }
+        let ifindex = if updates
+            .iter()
+            .any(|(_, t)| matches!(t, RouteTarget::Device(_)))
+        {
+            self.links().await?
+        } else {
+            HashMap::new()
+        };
+        let handle = &self.handle;
+        let writes = futures::stream::iter(updates.into_iter().map(|(dst, target)| {
+            let msg = message(dst, &target, &ifindex);
+            async move {
+                let res = match msg {
+                    Ok(m) => handle
+                        .route()
+                        .add(m)
+                        .replace()
+                        .execute()
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                (dst, target, res)
+            }
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+        for (dst, target, res) in writes {
+            match res {
+                Ok(()) => {
+                    report.written += 1;
+                    self.tracker.applied(dst, target);
+                }
+                Err(e) => {
+                    warn!(%dst, ?target, error = %e, "cannot write route; will retry");
+                    report.failed.push((dst, e));
+                }
+            }
+        }
+        let empty = HashMap::new();
+        let removals = futures::stream::iter(deletes.into_iter().map(|(dst, target)| {
+            // Delete by destination, protocol and table, whatever the type and scope (as `ip route
+            // del` does: type unspec, scope "nowhere" match any); the interface may be gone.
+            let msg = message(dst, &RouteTarget::Blackhole, &empty).map(|mut m| {
+                m.header.kind = RouteType::Unspec;
+                m.header.scope = RouteScope::NoWhere;
+                m
+            });
+            async move {
+                let res = match msg {
+                    Ok(m) => match handle.route().del(m).execute().await {
+                        Ok(()) => Ok(()),
+                        // Already gone: what we wanted.
+                        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => {
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e),
+                };
+                (dst, target, res)
+            }
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+        for (dst, target, res) in removals {
+            match res {
+                Ok(()) => {
+                    report.removed += 1;
+                    self.tracker.removed(&dst);
+                }
+                Err(e) => {
+                    warn!(%dst, ?target, error = %e, "cannot remove route; will retry");
+                    report.failed.push((dst, e));
+                }
+            }
+        }
+        debug!(
+            written = report.written,
+            removed = report.removed,
+            failed = report.failed.len(),
+            "routes applied"
+        );
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn messages_round_trip_through_the_parser() {
+        let ifindex = HashMap::from([("mgy0123456789a".to_string(), 7)]);
+        let names: HashMap<u32, String> = ifindex.iter().map(|(n, i)| (*i, n.clone())).collect();
+        for (dst, target) in [
+            (
+                net("100.64.0.5/32"),
+                RouteTarget::Device("mgy0123456789a".into()),
+            ),
+            (net("100.64.0.0/26"), RouteTarget::Blackhole),
+            (
+                net("100.64.1.0/26"),
+                RouteTarget::Via("198.18.0.12".parse().unwrap()),
+            ),
+            (
+                net("fd00:100:64::5/128"),
+                RouteTarget::Device("mgy0123456789a".into()),
+            ),
+            (net("fd00:100:64::/122"), RouteTarget::Blackhole),
+            (
+                net("fd00:100:64::40/122"),
+                RouteTarget::Via("fd00:198:18::12".parse().unwrap()),
+            ),
+        ] {
+            let msg = message(dst, &target, &ifindex).unwrap();
+            assert_eq!(parse(&msg, &names), Some((dst, target)));
+        }
+    }
+
+    #[test]
+    fn routes_of_other_protocols_are_not_ours() {
+        let mut msg = message(
+            net("100.64.0.0/26"),
+            &RouteTarget::Blackhole,
+            &HashMap::new(),
+        )
+        .unwrap();
+        msg.header.protocol = RouteProtocol::Bird;
+        assert_eq!(parse(&msg, &HashMap::new()), None);
+    }
+
+    #[test]
+    fn a_device_route_to_a_missing_interface_is_refused_with_its_name() {
+        let err = message(
+            net("100.64.0.5/32"),
+            &RouteTarget::Device("mgyabc".into()),
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert_eq!(err, "interface mgyabc does not exist (yet)");
+    }
+
+    #[test]
+    fn a_next_hop_of_the_other_family_is_refused() {
+        let err = message(
+            net("100.64.1.0/26"),
+            &RouteTarget::Via("fd00::1".parse().unwrap()),
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert!(err.contains("not of the family"), "{err}");
+    }
+}

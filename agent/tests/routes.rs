@@ -1,0 +1,192 @@
+//! The route driver against a real kernel, inside throwaway network namespaces.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use margay_agent::dataplane::{RouteDriver, RouteTarget};
+use margay_harness::Netns;
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+/// A node namespace with an uplink (198.18.0.1/24 ↔ 198.18.0.2/24, fd00:18::1/64 ↔ ::2) and one
+/// pod veth `mgypod1` whose other end is in a pod namespace.
+struct Node {
+    node: Netns,
+    _peer: Netns,
+    pod: Netns,
+}
+
+fn node() -> Node {
+    let node = Netns::with_tag("rt-node").expect("namespace (run as root)");
+    let peer = Netns::with_tag("rt-peer").unwrap();
+    let pod = Netns::with_tag("rt-pod").unwrap();
+    node.connect(
+        "eth0",
+        &[net("198.18.0.1/24"), net("fd00:18::1/64")],
+        &peer,
+        "eth0",
+        &[net("198.18.0.2/24"), net("fd00:18::2/64")],
+    )
+    .unwrap();
+    node.connect("mgypod1", &[], &pod, "eth0", &[]).unwrap();
+    Node {
+        node,
+        _peer: peer,
+        pod,
+    }
+}
+
+fn desired() -> BTreeMap<IpNet, RouteTarget> {
+    BTreeMap::from([
+        (net("100.64.0.5/32"), RouteTarget::Device("mgypod1".into())),
+        (net("100.64.0.0/26"), RouteTarget::Blackhole),
+        (
+            net("100.64.1.0/26"),
+            RouteTarget::Via("198.18.0.2".parse().unwrap()),
+        ),
+        (
+            net("fd00:100:64::5/128"),
+            RouteTarget::Device("mgypod1".into()),
+        ),
+        (net("fd00:100:64::/122"), RouteTarget::Blackhole),
+        (
+            net("fd00:100:64::40/122"),
+            RouteTarget::Via("fd00:18::2".parse().unwrap()),
+        ),
+    ])
+}
+
+fn ip(ns: &Netns, args: &[&str]) -> String {
+    let mut argv = vec!["ip"];
+    argv.extend_from_slice(args);
+    ns.exec(&argv).unwrap().stdout
+}
+
+#[test]
+fn routes_are_programmed_with_our_protocol_and_read_back() {
+    let n = node();
+    n.node
+        .block_on(async {
+            let mut d = RouteDriver::new().unwrap();
+            d.replace_all(desired());
+            let report = d.resync().await.unwrap();
+            assert_eq!(
+                (report.written, report.removed, report.failed.len()),
+                (6, 0, 0),
+                "{report:?}"
+            );
+            assert_eq!(d.dump().await.unwrap(), desired());
+            // Nothing to do the second time.
+            assert_eq!(d.resync().await.unwrap().written, 0);
+        })
+        .unwrap();
+    let v4 = ip(&n.node, &["-4", "route", "show", "proto", "80"]);
+    assert!(v4.contains("100.64.0.5 dev mgypod1 scope link"), "{v4}");
+    assert!(v4.contains("blackhole 100.64.0.0/26"), "{v4}");
+    assert!(v4.contains("100.64.1.0/26 via 198.18.0.2 dev eth0"), "{v4}");
+    let v6 = ip(&n.node, &["-6", "route", "show", "proto", "80"]);
+    assert!(v6.contains("fd00:100:64::5 dev mgypod1"), "{v6}");
+}
+
+#[test]
+fn resync_repairs_tampering_and_leaves_foreign_routes_alone() {
+    let n = node();
+    n.node
+        .block_on(async {
+            let mut d = RouteDriver::new().unwrap();
+            d.replace_all(desired());
+            d.resync().await.unwrap();
+        })
+        .unwrap();
+    // Behind the agent's back: a pod route deleted, a block re-pointed, a stale route of ours,
+    // and an operator's static route that is none of our business.
+    ip(&n.node, &["route", "del", "100.64.0.5/32", "proto", "80"]);
+    ip(
+        &n.node,
+        &[
+            "route",
+            "replace",
+            "100.64.0.0/26",
+            "via",
+            "198.18.0.2",
+            "proto",
+            "80",
+        ],
+    );
+    ip(
+        &n.node,
+        &["route", "add", "blackhole", "100.64.2.0/26", "proto", "80"],
+    );
+    ip(
+        &n.node,
+        &[
+            "route",
+            "add",
+            "100.64.9.0/24",
+            "via",
+            "198.18.0.2",
+            "proto",
+            "static",
+        ],
+    );
+    n.node
+        .block_on(async {
+            let mut d = RouteDriver::new().unwrap();
+            d.replace_all(desired());
+            let report = d.resync().await.unwrap();
+            assert_eq!((report.written, report.removed), (2, 1), "{report:?}");
+            assert_eq!(d.dump().await.unwrap(), desired());
+        })
+        .unwrap();
+    let statics = ip(&n.node, &["route", "show", "proto", "static"]);
+    assert!(
+        statics.contains("100.64.9.0/24 via 198.18.0.2"),
+        "foreign route removed: {statics}"
+    );
+}
+
+#[test]
+fn removed_routes_leave_the_kernel_whatever_their_type() {
+    let n = node();
+    n.node
+        .block_on(async {
+            let mut d = RouteDriver::new().unwrap();
+            d.replace_all(desired());
+            d.resync().await.unwrap();
+            d.replace_all(BTreeMap::new());
+            let report = d.apply().await.unwrap();
+            assert_eq!((report.removed, report.failed.len()), (6, 0), "{report:?}");
+            assert!(d.dump().await.unwrap().is_empty());
+        })
+        .unwrap();
+    assert_eq!(
+        ip(&n.node, &["-4", "route", "show", "proto", "80"]).trim(),
+        ""
+    );
+    assert_eq!(
+        ip(&n.node, &["-6", "route", "show", "proto", "80"]).trim(),
+        ""
+    );
+}
+
+#[test]
+fn a_route_to_an_interface_not_there_yet_is_retried_once_it_appears() {
+    let n = node();
+    let dst = net("100.64.0.9/32");
+    n.node
+        .block_on(async {
+            let mut d = RouteDriver::new().unwrap();
+            d.set(dst, RouteTarget::Device("mgypod2".into()));
+            let report = d.resync().await.unwrap();
+            assert_eq!(report.failed.len(), 1);
+            assert!(report.failed[0].1.contains("mgypod2"), "{report:?}");
+            // The CNI plugin creates the veth; the next apply writes the route.
+            n.node.connect("mgypod2", &[], &n.pod, "eth1", &[]).unwrap();
+            let report = d.apply().await.unwrap();
+            assert_eq!((report.written, report.failed.len()), (1, 0), "{report:?}");
+        })
+        .unwrap();
+    assert!(ip(&n.node, &["route", "show", "proto", "80"]).contains("100.64.0.9 dev mgypod2"));
+}
