@@ -114,7 +114,10 @@ mod tests {
                 "{a} outside the test ranges"
             );
         }
-        assert!(p.underlay.contains(&IpAddr::V4(p.nodes.last().unwrap().ipv4)));
+        assert!(
+            p.underlay
+                .contains(&IpAddr::V4(p.nodes.last().unwrap().ipv4))
+        );
         let n = addrs.len();
         addrs.sort();
         addrs.dedup();
