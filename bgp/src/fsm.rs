@@ -17,6 +17,8 @@
 //!   to accept the peer's own connection.
 //! - After an error the session restarts automatically: an active peer after an
 //!   IdleHoldTimer of the same back-off, a passive peer at once (it only listens).
+//!   While the IdleHoldTimer runs, a connection from the peer is accepted (the RFC's
+//!   Idle refuses it): a restarted peer is back without waiting for our back-off.
 //! - Collision detection (§6.8) covers two connections at a time: the current one
 //!   and one more (ours pending or theirs accepted). When an OPEN arrives and the other
 //!   connection has sent its OPEN, the connection initiated by the speaker with the
@@ -498,6 +500,20 @@ impl Session {
                 self.start(out);
             }
             (Idle, AutomaticStart) | (Idle, IdleHoldTimerExpires) => self.start(out),
+            // Waiting out the back-off after an error, the peer's own connection is
+            // taken rather than refused: it is back sooner than our retry would be.
+            (Idle, TcpConnectionConfirmed(id)) if self.auto => {
+                out.push(Action::StopTimer(Timer::IdleHold));
+                let mut c = Conn {
+                    id,
+                    pending: false,
+                    open_sent: false,
+                };
+                self.send_open(&mut c, out);
+                self.conn = Some(c);
+                out.push(Action::StartTimer(Timer::Hold, LARGE_HOLD));
+                self.state = OpenSent;
+            }
             (Idle, TcpConnectionConfirmed(id)) => out.push(Action::Close(id)),
             (Idle, _) => {}
 

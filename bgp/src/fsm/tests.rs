@@ -501,3 +501,14 @@ fn families_are_the_intersection_of_both_opens() {
     };
     assert_eq!(n.families, vec![Family::Ipv4Unicast]);
 }
+
+#[test]
+fn idle_after_an_error_accepts_the_peers_connection_instead_of_waiting_for_idle_hold() {
+    let mut s = established();
+    s.handle(Event::TcpConnectionFails(out1()));
+    assert_eq!(s.state(), State::Idle);
+    let a = s.handle(Event::TcpConnectionConfirmed(in1()));
+    assert_eq!(s.state(), State::OpenSent);
+    assert!(a.contains(&Action::StopTimer(Timer::IdleHold)));
+    assert!(matches!(sends(&a)[0], (c, Message::Open(_)) if c == in1()));
+}
