@@ -379,6 +379,63 @@ fn collision(kind: Kind) {
     }
 }
 
+/// Margay as a route reflector (RFC 4456) for a BIRD and an FRR client on one
+/// bridge: each client learns the other's routes with the next hop unchanged, and
+/// withdrawals are reflected too.
+fn reflector_for_bird_and_frr_clients() {
+    use margay_harness::Bridge;
+    margay_harness::require_root().expect("interop tests need root");
+    const AS: u32 = 64512;
+    let rr_ip: IpAddr = "198.18.0.1".parse().unwrap();
+    let bird_ip: IpAddr = "198.18.0.2".parse().unwrap();
+    let frr_ip: IpAddr = "198.18.0.3".parse().unwrap();
+    let br = Bridge::new().expect("bridge");
+    let ours = Netns::with_tag("rr").unwrap();
+    let nb = Netns::with_tag("rrbird").unwrap();
+    let nf = Netns::with_tag("rrfrr").unwrap();
+    br.attach(&ours, "eth0", &[net("198.18.0.1/24")]).unwrap();
+    br.attach(&nb, "eth0", &[net("198.18.0.2/24")]).unwrap();
+    br.attach(&nf, "eth0", &[net("198.18.0.3/24")]).unwrap();
+    let client = |id: IpAddr, p: &str| {
+        let IpAddr::V4(rid) = id else { unreachable!() };
+        BgpConfig::new(rid, AS, id)
+            .neighbor(BgpNeighbor::new(rr_ip, AS))
+            .originate(net(p))
+    };
+    let mut bird = Bird::start(&nb, client(bird_ip, "100.64.2.0/24")).unwrap();
+    let frr = Frr::start(&nf, client(frr_ip, "100.64.3.0/24")).unwrap();
+    ours.run(|| {
+        let rt = runtime();
+        let sp = rt
+            .block_on(Speaker::start(SpeakerConfig {
+                local_as: AS,
+                router_id: Ipv4Addr::new(198, 18, 0, 1),
+                listen: Some(SocketAddr::new(rr_ip, 179)),
+                cluster_id: Some(Ipv4Addr::new(198, 18, 0, 1)),
+            }))
+            .unwrap();
+        for ip in [bird_ip, frr_ip] {
+            let mut p = PeerConfig::new(ip, AS);
+            p.passive = true;
+            p.rr_client = true;
+            p.families = vec![Family::Ipv4Unicast];
+            rt.block_on(sp.add_peer(p)).unwrap();
+        }
+        bird.wait_established(rr_ip, WAIT).unwrap();
+        frr.wait_established(rr_ip, WAIT).unwrap();
+        let at_frr = frr.wait_route(net("100.64.2.0/24"), WAIT).unwrap();
+        assert_eq!(at_frr.next_hop, bird_ip);
+        let at_bird = bird.wait_route(net("100.64.3.0/24"), WAIT).unwrap();
+        assert_eq!(at_bird.next_hop, frr_ip);
+        let st = rt.block_on(sp.peer(frr_ip)).unwrap();
+        assert_eq!((st.accepted, st.advertised), (1, 1), "{st:?}");
+        bird.withdraw(net("100.64.2.0/24")).unwrap();
+        frr.wait_no_route(net("100.64.2.0/24"), WAIT).unwrap();
+        rt.block_on(sp.shutdown());
+    })
+    .expect("run in namespace");
+}
+
 macro_rules! interop {
     ($($name:ident => $body:expr;)*) => {$(
         #[test]
@@ -390,6 +447,7 @@ macro_rules! interop {
 }
 
 interop! {
+    we_reflect_routes_between_bird_and_frr_clients => reflector_for_bird_and_frr_clients();
     bird_ebgp_ipv4_routes_withdrawals_refresh_and_restart => exchange(Case { kind: Kind::Bird, ibgp: false, v6: false }, true);
     bird_ibgp_ipv4 => exchange(Case { kind: Kind::Bird, ibgp: true, v6: false }, false);
     bird_ebgp_ipv6 => exchange(Case { kind: Kind::Bird, ibgp: false, v6: true }, false);
