@@ -137,17 +137,21 @@ impl Memory {
     /// Stores raw bytes without any check, as a foreign writer could: for tests of bad data.
     pub fn put_raw(&self, key: &Key, value: Vec<u8>) {
         let mut state = self.inner.state();
+        self.put(&mut state, key, value);
+    }
+
+    /// Stores `value` at `key` under a new revision and records the event for watches.
+    fn put(&self, state: &mut State, key: &Key, value: Vec<u8>) -> Revision {
         state.revision += 1;
         let r = state.revision;
         state.objects.insert(key.clone(), (value.clone(), r));
-        self.record(
-            &mut state,
-            RawEvent::Put(Stored {
-                key: key.clone(),
-                value,
-                revision: rev(r),
-            }),
-        );
+        let stored = Stored {
+            key: key.clone(),
+            value,
+            revision: rev(r),
+        };
+        self.record(state, RawEvent::Put(stored));
+        rev(r)
     }
 }
 
@@ -191,18 +195,7 @@ impl Datastore for Memory {
         if state.objects.contains_key(key) {
             return Err(Error::AlreadyExists(key.clone()));
         }
-        state.revision += 1;
-        let r = state.revision;
-        state.objects.insert(key.clone(), (value.clone(), r));
-        self.record(
-            &mut state,
-            RawEvent::Put(Stored {
-                key: key.clone(),
-                value,
-                revision: rev(r),
-            }),
-        );
-        Ok(rev(r))
+        Ok(self.put(&mut state, key, value))
     }
 
     async fn update(&self, key: &Key, value: Vec<u8>, expected: &Revision) -> Result<Revision> {
@@ -218,18 +211,7 @@ impl Datastore for Memory {
             }
             Some(_) => {}
         }
-        state.revision += 1;
-        let r = state.revision;
-        state.objects.insert(key.clone(), (value.clone(), r));
-        self.record(
-            &mut state,
-            RawEvent::Put(Stored {
-                key: key.clone(),
-                value,
-                revision: rev(r),
-            }),
-        );
-        Ok(rev(r))
+        Ok(self.put(&mut state, key, value))
     }
 
     async fn delete(&self, key: &Key, expected: Option<&Revision>) -> Result<()> {

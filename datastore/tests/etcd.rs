@@ -55,30 +55,63 @@ impl Drop for Proxy {
     }
 }
 
+/// How [`Backend::interrupt`] breaks the connections.
+enum Interruption {
+    /// Cut every connection at the proxy, as a network failure does.
+    Cut(Proxy),
+    /// Stop etcd and start it again on the same data.
+    Restart,
+}
+
 struct RealEtcd {
     // Field order: the client and proxy go before the server stops.
     store: Etcd,
-    proxy: Proxy,
-    _server: EtcdServer,
+    how: Interruption,
+    server: Mutex<Option<EtcdServer>>,
 }
 
 impl RealEtcd {
+    /// etcd behind a proxy whose connections `interrupt` cuts.
     async fn start() -> RealEtcd {
+        Self::start_with(true).await
+    }
+
+    /// etcd reached directly, restarted by `interrupt`.
+    async fn start_restartable() -> RealEtcd {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(proxied: bool) -> RealEtcd {
         let server = tokio::task::spawn_blocking(EtcdServer::start_on_loopback)
             .await
             .unwrap()
             .expect("etcd starts (is etcd-server installed? scripts/install-deps.sh)");
-        let proxy = Proxy::start(server.client_addr()).await;
+        let (endpoint, how) = if proxied {
+            let proxy = Proxy::start(server.client_addr()).await;
+            (format!("http://{}", proxy.addr), Interruption::Cut(proxy))
+        } else {
+            (server.endpoint(), Interruption::Restart)
+        };
         let config = EtcdConfig {
-            endpoints: vec![format!("http://{}", proxy.addr)],
+            endpoints: vec![endpoint],
             ..Default::default()
         };
         let store = Etcd::connect(&config).await.expect("connect to etcd");
         RealEtcd {
             store,
-            proxy,
-            _server: server,
+            how,
+            server: Mutex::new(Some(server)),
         }
+    }
+
+    fn etcdctl(&self, args: &[&str]) -> String {
+        let server = self.server.lock().unwrap();
+        server
+            .as_ref()
+            .expect("server present")
+            .etcdctl(args)
+            .expect("etcdctl")
+            .stdout
     }
 }
 
@@ -95,51 +128,25 @@ impl Backend for RealEtcd {
         self.store.compact(&r).await.expect("compact");
     }
     async fn interrupt(&self) {
-        self.proxy.cut();
+        match &self.how {
+            Interruption::Cut(proxy) => proxy.cut(),
+            Interruption::Restart => {
+                let mut server = self.server.lock().unwrap().take().expect("server present");
+                let server = tokio::task::spawn_blocking(move || {
+                    server.restart().expect("etcd restarts");
+                    server
+                })
+                .await
+                .unwrap();
+                *self.server.lock().unwrap() = Some(server);
+            }
+        }
         // The client redials on the next request; the contract is to return once it serves.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         while self.store.current_revision().await.is_err() {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "etcd did not serve again within 20 s after the cut"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// etcd itself stopped and started again (same data), with no proxy in between.
-struct RestartingEtcd {
-    store: Etcd,
-    server: Mutex<Option<EtcdServer>>,
-}
-
-#[async_trait::async_trait]
-impl Backend for RestartingEtcd {
-    fn store(&self) -> Arc<dyn Datastore> {
-        Arc::new(self.store.clone())
-    }
-    async fn put_raw(&self, key: &Key, value: Vec<u8>) {
-        self.store.put_raw(key, value).await.expect("raw put");
-    }
-    async fn compact(&self) {
-        let r = self.store.current_revision().await.expect("revision");
-        self.store.compact(&r).await.expect("compact");
-    }
-    async fn interrupt(&self) {
-        let mut server = self.server.lock().unwrap().take().expect("server present");
-        let server = tokio::task::spawn_blocking(move || {
-            server.restart().expect("etcd restarts");
-            server
-        })
-        .await
-        .unwrap();
-        *self.server.lock().unwrap() = Some(server);
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-        while self.store.current_revision().await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the client did not reach the restarted etcd within 20 s"
+                "etcd did not serve again within 20 s"
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -148,20 +155,7 @@ impl Backend for RestartingEtcd {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_stopped_and_restarted_mid_watch_loses_nothing() {
-    let server = tokio::task::spawn_blocking(EtcdServer::start_on_loopback)
-        .await
-        .unwrap()
-        .expect("etcd starts");
-    let config = EtcdConfig {
-        endpoints: vec![server.endpoint()],
-        ..Default::default()
-    };
-    let store = Etcd::connect(&config).await.expect("connect");
-    let b = RestartingEtcd {
-        store,
-        server: Mutex::new(Some(server)),
-    };
-    conformance::watch_resumes_after_interruption(&b).await;
+    conformance::watch_resumes_after_interruption(&RealEtcd::start_restartable().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,11 +215,8 @@ async fn etcd_keys_follow_the_documented_layout() {
     )
     .await
     .unwrap();
-    let out = b
-        ._server
-        .etcdctl(&["get", "/margay/", "--prefix", "--keys-only"])
-        .expect("etcdctl get");
-    let mut keys: Vec<&str> = out.stdout.lines().filter(|l| !l.is_empty()).collect();
+    let out = b.etcdctl(&["get", "/margay/", "--prefix", "--keys-only"]);
+    let mut keys: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
     keys.sort();
     assert_eq!(
         keys,
