@@ -172,3 +172,40 @@ async fn a_silent_peer_is_dropped_when_the_hold_timer_expires() {
     assert_eq!((tail[18], tail[19], tail[20]), (3, 4, 0));
     sp.shutdown().await;
 }
+
+#[tokio::test]
+async fn two_active_speakers_settle_on_one_session_after_a_collision() {
+    let a_ip = ip("127.0.0.31");
+    let b_ip = ip("127.0.0.32");
+    let start = |ip: IpAddr, asn: u32, id: u8| {
+        Speaker::start(SpeakerConfig {
+            local_as: asn,
+            router_id: Ipv4Addr::new(10, 0, 0, id),
+            listen: Some(SocketAddr::new(ip, 0)),
+            cluster_id: None,
+        })
+    };
+    let a = start(a_ip, 65001, 1).await.unwrap();
+    let b = start(b_ip, 65002, 2).await.unwrap();
+    let mut to_b = PeerConfig::new(b_ip, 65002);
+    to_b.port = b.local_addr().unwrap().port();
+    to_b.local_addr = Some(a_ip);
+    to_b.connect_retry = Duration::from_secs(1);
+    let mut to_a = PeerConfig::new(a_ip, 65001);
+    to_a.port = a.local_addr().unwrap().port();
+    to_a.local_addr = Some(b_ip);
+    to_a.connect_retry = Duration::from_secs(1);
+    // Both connect at once.
+    let (ra, rb) = tokio::join!(a.add_peer(to_b), b.add_peer(to_a));
+    ra.unwrap();
+    rb.unwrap();
+    wait_for(&a, b_ip, |s| s.state == State::Established).await;
+    wait_for(&b, a_ip, |s| s.state == State::Established).await;
+    a.originate("100.64.9.0/24".parse().unwrap(), None).unwrap();
+    wait_for(&b, a_ip, |s| s.accepted == 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.peer(b_ip).await.unwrap().state, State::Established);
+    assert_eq!(b.peer(a_ip).await.unwrap().state, State::Established);
+    a.shutdown().await;
+    b.shutdown().await;
+}
