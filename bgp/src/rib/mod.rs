@@ -10,7 +10,7 @@
 //! - Changes are batched: [`Rib::apply_update`] only marks prefixes dirty, recording
 //!   the best path as it was; [`Rib::flush`] runs the decision process once per dirty
 //!   prefix and produces the output of the whole batch.
-//! - Output is per update group ([`export`]): peers that would be sent the same
+//! - Output is per update group (module `export`): peers that would be sent the same
 //!   attributes (same kind, route-reflector client flag, next-hop mode and address,
 //!   policy, capabilities) share one group. Each attribute set is transformed and
 //!   encoded once per group and batch, NLRI are packed behind it, and the resulting

@@ -171,7 +171,7 @@ impl FamilyPrefix for Prefix6 {}
 /// Shards of a [`Table`]. A power of two.
 const SHARDS: usize = 64;
 
-/// One family's table, split into [`SHARDS`] hash maps by bits of the prefix's hash
+/// One family's table, split into 64 hash maps by bits of the prefix's hash
 /// that neither the bucket index nor the control tag of the maps use. A hash map
 /// grows by allocating a table twice the size and moving every entry, so a single map
 /// of a million routes briefly holds both (≈1.5× its steady size, the process's peak
