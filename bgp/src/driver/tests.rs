@@ -52,13 +52,14 @@ async fn two_speakers_establish_exchange_and_withdraw_routes() {
     })
     .await
     .unwrap();
+    // B first: a connection from an unknown address would be refused.
+    let mut to_a = PeerConfig::new(a_ip, 65001);
+    to_a.passive = true;
+    b.add_peer(to_a).await.unwrap();
     let mut to_b = PeerConfig::new(b_ip, 65002);
     to_b.port = b.local_addr().unwrap().port();
     to_b.local_addr = Some(a_ip);
     a.add_peer(to_b).await.unwrap();
-    let mut to_a = PeerConfig::new(a_ip, 65001);
-    to_a.passive = true;
-    b.add_peer(to_a).await.unwrap();
     let mut rx = b.subscribe().unwrap();
     assert_eq!(next_changes(&mut rx).await, vec![]);
 
