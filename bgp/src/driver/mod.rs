@@ -306,14 +306,21 @@ async fn accept_loop(
                     IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
                     v4 => v4,
                 };
-                let target = by_addr.lock().ok().and_then(|m| m.get(&ip).cloned());
-                match target {
-                    Some(t) => {
-                        debug!(%from, "incoming connection");
-                        let _ = t.send(PeerCmd::Incoming(s));
+                // A peer may be added just after its connection arrives (at start-up,
+                // or by the agent): give it a second before refusing.
+                let by_addr = by_addr.clone();
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        let target = by_addr.lock().ok().and_then(|m| m.get(&ip).cloned());
+                        if let Some(t) = target {
+                            debug!(%from, "incoming connection");
+                            let _ = t.send(PeerCmd::Incoming(s));
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    None => info!(%from, "connection from an unknown address refused"),
-                }
+                    info!(%from, "connection from an unknown address refused");
+                });
             }
             Err(e) => {
                 warn!(error = %e, "accept failed");

@@ -52,7 +52,6 @@ async fn two_speakers_establish_exchange_and_withdraw_routes() {
     })
     .await
     .unwrap();
-    // B first: a connection from an unknown address would be refused.
     let mut to_a = PeerConfig::new(a_ip, 65001);
     to_a.passive = true;
     b.add_peer(to_a).await.unwrap();
