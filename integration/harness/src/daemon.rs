@@ -161,6 +161,7 @@ impl DaemonBuilder {
     /// Starts the daemon and waits until it is ready. If it exits or is not ready in time, it is
     /// stopped and the error quotes the end of its log.
     pub fn spawn(self) -> Result<Daemon> {
+        crate::leftovers::sweep_once();
         let (log_path, log_dir) = match self.log {
             Some(p) => (p, None),
             None => {
@@ -192,6 +193,13 @@ impl DaemonBuilder {
         })?;
         let pid = child.id();
         tracing::debug!(daemon = %self.name, pid, %command, "started");
+        // Host daemons outlive a test process killed without unwinding: leave a record for the
+        // next process's sweep (namespaced ones are stopped by the namespace sweep).
+        let record = if self.netns.is_none() {
+            crate::leftovers::record(pid)
+        } else {
+            None
+        };
         let mut d = Daemon {
             name: self.name,
             pid,
@@ -201,6 +209,7 @@ impl DaemonBuilder {
             _log_dir: log_dir,
             grace: self.grace,
             exited: None,
+            record,
         };
         d.wait_ready(self.ready, self.timeout)?;
         Ok(d)
@@ -220,6 +229,7 @@ pub struct Daemon {
     _log_dir: Option<tempfile::TempDir>,
     grace: Duration,
     exited: Option<ExitStatus>,
+    record: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -322,6 +332,14 @@ impl Daemon {
     /// Stops the daemon by PID: SIGTERM, then SIGKILL if it is still running after the grace
     /// period. Returns its exit status. Idempotent.
     pub fn stop(&mut self) -> Result<ExitStatus> {
+        let st = self.stop_by_pid()?;
+        if let Some(record) = self.record.take() {
+            crate::leftovers::forget(&record);
+        }
+        Ok(st)
+    }
+
+    fn stop_by_pid(&mut self) -> Result<ExitStatus> {
         if let Some(st) = self.try_exit_status() {
             return Ok(st);
         }

@@ -44,6 +44,7 @@ pub mod cmd;
 mod daemon;
 mod error;
 pub mod fixtures;
+pub mod leftovers;
 mod link;
 mod netns;
 

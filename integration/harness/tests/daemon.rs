@@ -1,6 +1,7 @@
 //! The daemon guard against real processes and namespaces. Needs root.
 
 use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -123,4 +124,43 @@ fn file_readiness_and_log_access() {
     assert_eq!(d.log_path(), dir.path().join("toucher.log"));
     assert!(d.log().contains("made"));
     assert_eq!(d.log_tail(1), "made");
+}
+
+#[test]
+fn a_host_daemon_of_a_dead_test_process_is_stopped_by_the_next_sweep() {
+    margay_harness::require_root().unwrap();
+    // A daemon whose owner is gone: record it as started by a PID that no longer exists.
+    let mut orphan = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let start = margay_harness::leftovers::start_time(orphan.id()).unwrap();
+    let record =
+        std::path::Path::new("/run/mgyt-daemons").join(format!("{dead_pid}-{}", orphan.id()));
+    std::fs::create_dir_all("/run/mgyt-daemons").unwrap();
+    std::fs::write(&record, start.to_string()).unwrap();
+    // A live daemon of ours must survive the sweep.
+    let mut ours = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let our_record = margay_harness::leftovers::record(ours.id()).unwrap();
+
+    let stopped = margay_harness::leftovers::sweep_host_daemons();
+    assert!(stopped.contains(&orphan.id()), "{stopped:?}");
+    assert!(
+        orphan.wait().unwrap().signal().is_some(),
+        "the orphan was signalled"
+    );
+    assert!(!record.exists());
+    assert!(
+        ours.try_wait().unwrap().is_none(),
+        "our own daemon was stopped"
+    );
+    let _ = ours.kill();
+    let _ = ours.wait();
+    std::fs::remove_file(our_record).unwrap();
 }
