@@ -105,10 +105,8 @@ fn may_send(ctx: &Ctx, src: PeerId, g: &GroupKey) -> bool {
         return true;
     }
     // iBGP to iBGP: only a reflector, and only client→anyone or anyone→client.
-    let reflector =
-        ctx.cfg.cluster_id.is_some() || ctx.peers.iter().flatten().any(|p| p.settings.rr_client);
     let src_client = ctx.peer(src).is_some_and(|p| p.settings.rr_client);
-    reflector && (src_client || g.rr_client)
+    ctx.reflector && (src_client || g.rr_client)
 }
 
 /// The attributes a group is sent for a path (RFC 4271 §5.1, RFC 4456 §8).

@@ -176,6 +176,8 @@ struct Ctx {
     groups: Vec<Option<Group>>,
     interner: Interner,
     track_changes: bool,
+    /// A cluster id is configured or some peer is an rr-client.
+    reflector: bool,
 }
 
 /// The RIB. See the module documentation.
@@ -310,6 +312,7 @@ fn fib_next_hop(p: Option<&Path>) -> Option<IpAddr> {
 impl Rib {
     /// An empty RIB.
     pub fn new(cfg: RibConfig) -> Self {
+        let reflector = cfg.cluster_id.is_some();
         Self {
             ctx: Ctx {
                 cfg,
@@ -318,6 +321,7 @@ impl Rib {
                 groups: Vec::new(),
                 interner: Interner::default(),
                 track_changes: false,
+                reflector,
             },
             v4: FamilyState::default(),
             v6: FamilyState::default(),
@@ -337,6 +341,7 @@ impl Rib {
 
     /// Registers a peer (its session is not up yet).
     pub fn add_peer(&mut self, settings: PeerSettings) -> PeerId {
+        self.ctx.reflector |= settings.rr_client;
         let entry = PeerEntry {
             settings,
             up: None,
@@ -358,6 +363,13 @@ impl Rib {
         {
             *slot = None;
         }
+        self.ctx.reflector = self.ctx.cfg.cluster_id.is_some()
+            || self
+                .ctx
+                .peers
+                .iter()
+                .flatten()
+                .any(|p| p.settings.rr_client);
     }
 
     /// A peer's settings.
