@@ -190,3 +190,24 @@ fn a_route_to_an_interface_not_there_yet_is_retried_once_it_appears() {
         .unwrap();
     assert!(ip(&n.node, &["route", "show", "proto", "80"]).contains("100.64.0.9 dev mgypod2"));
 }
+
+#[test]
+fn a_failing_route_in_a_batch_fails_alone_and_is_named() {
+    let n = node();
+    n.node
+        .block_on(async {
+            let mut d = RouteDriver::new().unwrap();
+            let mut routes = desired();
+            // No interface reaches this next hop: the kernel refuses this one route.
+            let bad = net("100.64.3.0/26");
+            routes.insert(bad, RouteTarget::Via("198.18.5.1".parse().unwrap()));
+            d.replace_all(routes);
+            let report = d.resync().await.unwrap();
+            assert_eq!(report.written, 6, "{report:?}");
+            assert_eq!(report.failed.len(), 1, "{report:?}");
+            assert_eq!(report.failed[0].0, bad);
+            assert!(report.failed[0].1.contains("unreachable"), "{report:?}");
+            assert_eq!(d.dump().await.unwrap(), desired());
+        })
+        .unwrap();
+}

@@ -3,13 +3,13 @@
 //! Every route it writes carries protocol [`crate::ROUTE_PROTOCOL`] in the main table; a dump
 //! reads back only those, so routes of the kernel, of BIRD or of an operator are never seen, let
 //! alone removed. Writes are `NLM_F_REPLACE`, so a route that exists with another target is
-//! corrected in place, and they are pipelined (many requests in flight on one netlink socket)
-//! rather than sent one at a time.
+//! corrected in place, and they go out in batches with one ACK each ([`super::nlbatch`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::LinkAttribute;
@@ -19,11 +19,12 @@ use netlink_packet_route::route::{
 use rtnetlink::{Handle, RouteMessageBuilder};
 use tracing::{debug, warn};
 
+use super::nlbatch::{Batcher, RouteOp};
 use super::tracker::DeltaTracker;
 use crate::ROUTE_PROTOCOL;
 
-/// How many route requests are in flight at once on the netlink socket.
-const IN_FLIGHT: usize = 256;
+/// The kernel's answer to a delete of a route that is not there (`-ESRCH`).
+const NO_SUCH_ROUTE: i32 = -libc::ESRCH;
 
 /// Where a route sends packets.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -42,6 +43,9 @@ pub enum RouteError {
     /// The netlink socket could not be opened.
     #[error("cannot open a netlink socket")]
     Socket(#[source] std::io::Error),
+    /// Sending a batch of route changes failed as a whole.
+    #[error("cannot send route changes to the kernel")]
+    Write(#[source] std::io::Error),
     /// A dump of routes or links failed.
     #[error("cannot read {what} from the kernel")]
     Dump {
@@ -145,6 +149,7 @@ fn parse(msg: &RouteMessage, ifname: &HashMap<u32, String>) -> Option<(IpNet, Ro
 #[derive(Debug)]
 pub struct RouteDriver {
     handle: Handle,
+    batcher: Arc<Mutex<Batcher>>,
     tracker: DeltaTracker<IpNet, RouteTarget>,
 }
 
@@ -154,8 +159,10 @@ impl RouteDriver {
     pub fn new() -> Result<Self, RouteError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(RouteError::Socket)?;
         tokio::spawn(conn);
+        let batcher = Arc::new(Mutex::new(Batcher::new().map_err(RouteError::Socket)?));
         Ok(Self {
             handle,
+            batcher,
             tracker: DeltaTracker::new(),
         })
     }
@@ -233,7 +240,8 @@ impl RouteDriver {
     }
 
     /// Writes the difference between desired and what the kernel is known to hold, without
-    /// reading the kernel first. Routes that fail stay pending and are retried next time.
+    /// reading the kernel first, in batches with one ACK each. Routes that fail stay pending and
+    /// are retried next time.
     pub async fn apply(&mut self) -> Result<ApplyReport, RouteError> {
         let updates = self.tracker.pending_updates();
         let deletes = self.tracker.pending_deletes();
@@ -249,73 +257,55 @@ impl RouteDriver {
         } else {
             HashMap::new()
         };
-        let handle = &self.handle;
-        let writes = futures::stream::iter(updates.into_iter().map(|(dst, target)| {
-            let msg = message(dst, &target, &ifindex);
-            async move {
-                let res = match msg {
-                    Ok(m) => handle
-                        .route()
-                        .add(m)
-                        .replace()
-                        .execute()
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
-                (dst, target, res)
-            }
-        }))
-        .buffer_unordered(IN_FLIGHT)
-        .collect::<Vec<_>>()
-        .await;
-        for (dst, target, res) in writes {
-            match res {
-                Ok(()) => {
-                    report.written += 1;
-                    self.tracker.applied(dst, target);
+        // Build every message first; a route that cannot be expressed (no such interface yet)
+        // fails on its own and the rest go ahead.
+        let mut ops = Vec::with_capacity(updates.len() + deletes.len());
+        let mut planned = Vec::with_capacity(ops.capacity());
+        for (dst, target) in updates {
+            match message(dst, &target, &ifindex) {
+                Ok(m) => {
+                    ops.push(RouteOp::Replace(m));
+                    planned.push((dst, Some(target)));
                 }
-                Err(e) => {
-                    warn!(%dst, ?target, error = %e, "cannot write route; will retry");
-                    report.failed.push((dst, e));
-                }
+                Err(e) => report.failed.push((dst, e)),
             }
         }
         let empty = HashMap::new();
-        let removals = futures::stream::iter(deletes.into_iter().map(|(dst, target)| {
+        for (dst, _) in deletes {
             // Delete by destination, protocol and table, whatever the type and scope (as `ip route
             // del` does: type unspec, scope "nowhere" match any); the interface may be gone.
-            let msg = message(dst, &RouteTarget::Blackhole, &empty).map(|mut m| {
-                m.header.kind = RouteType::Unspec;
-                m.header.scope = RouteScope::NoWhere;
-                m
-            });
-            async move {
-                let res = match msg {
-                    Ok(m) => match handle.route().del(m).execute().await {
-                        Ok(()) => Ok(()),
-                        // Already gone: what we wanted.
-                        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => {
-                            Ok(())
-                        }
-                        Err(e) => Err(e.to_string()),
-                    },
-                    Err(e) => Err(e),
-                };
-                (dst, target, res)
+            match message(dst, &RouteTarget::Blackhole, &empty) {
+                Ok(mut m) => {
+                    m.header.kind = RouteType::Unspec;
+                    m.header.scope = RouteScope::NoWhere;
+                    ops.push(RouteOp::Delete(m));
+                    planned.push((dst, None));
+                }
+                Err(e) => report.failed.push((dst, e)),
             }
-        }))
-        .buffer_unordered(IN_FLIGHT)
-        .collect::<Vec<_>>()
-        .await;
-        for (dst, target, res) in removals {
-            match res {
-                Ok(()) => {
+        }
+        let batcher = Arc::clone(&self.batcher);
+        let results = tokio::task::spawn_blocking(move || {
+            let mut b = batcher.lock().unwrap_or_else(|p| p.into_inner());
+            b.run(&ops)
+        })
+        .await
+        .map_err(|e| RouteError::Write(std::io::Error::other(e.to_string())))?
+        .map_err(RouteError::Write)?;
+        for ((dst, target), res) in planned.into_iter().zip(results) {
+            match (target, res) {
+                (Some(target), Ok(())) => {
+                    report.written += 1;
+                    self.tracker.applied(dst, target);
+                }
+                // Already gone is what a delete wanted.
+                (None, Ok(()) | Err(NO_SUCH_ROUTE)) => {
                     report.removed += 1;
                     self.tracker.removed(&dst);
                 }
-                Err(e) => {
-                    warn!(%dst, ?target, error = %e, "cannot remove route; will retry");
+                (target, Err(errno)) => {
+                    let e = std::io::Error::from_raw_os_error(-errno).to_string();
+                    warn!(%dst, ?target, error = %e, "cannot write route; will retry");
                     report.failed.push((dst, e));
                 }
             }
