@@ -4,6 +4,7 @@
 //! looks like ([`plan`]) and, as the project grows, brings it up (`margay-lab`) and runs the
 //! end-to-end suite against it.
 
+pub mod apiserver;
 pub mod plan;
 
 pub use plan::{LabPlan, NodePlan, PlanError};

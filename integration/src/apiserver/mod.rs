@@ -1,0 +1,296 @@
+//! A small Kubernetes API server for Margay's tests: no kube-apiserver can be installed here, so
+//! the project carries one that real clients (kubectl 1.33, the Python `kubernetes` client,
+//! kube-rs) accept.
+//!
+//! It serves discovery (`/version` as 1.37, `/api`, `/apis`, resource lists), OpenAPI v3 (the
+//! index and a document per group version, enough for kubectl's `--validate=strict`),
+//! CustomResourceDefinitions (which make their resources served, with the `openAPIV3Schema`
+//! enforced: see [`schema`]), and a fixed set of built-in kinds ([`registry::builtins`]) that
+//! are stored and never run. Objects live in memory ([`store`]) under one revision counter.
+//!
+//! Per resource: get, list (`limit` + `continue`, label and field selectors, Table output with
+//! the CRD's printer columns), watch (streamed, from a `resourceVersion`, bookmarks,
+//! `sendInitialEvents`, an `ERROR` event with 410 Gone when the history is gone), create,
+//! update (409 on a stale `resourceVersion`), the status subresource, patch (merge, strategic,
+//! JSON patch, server-side apply: see [`patch`]), delete (with `DeleteOptions` preconditions)
+//! and deletecollection. Errors are `metav1.Status` objects.
+//!
+//! Not done: admission, namespace lifecycle (objects may be created in a namespace that does
+//! not exist; deleting a namespace leaves its objects), garbage collection, field ownership for
+//! server-side apply, CEL validation rules, protobuf, TLS.
+//!
+//! Tests start it in-process with [`ApiServer::start`]; the `margay-test-apiserver` binary runs
+//! it alone. [`ApiServer::compact`] (or `POST /margay-test/compact`) throws away the watch
+//! history, so that a watch from an older revision gets 410 Gone.
+
+pub mod discovery;
+mod handlers;
+pub mod openapi;
+pub mod patch;
+pub mod registry;
+pub mod schema;
+pub mod selector;
+pub mod status;
+pub mod store;
+pub mod table;
+mod watch;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use registry::Resource;
+use status::ApiError;
+use store::Store;
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// When set, every request but `/version` and the health checks needs
+    /// `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// How many changes the watch history keeps.
+    pub max_history: usize,
+    /// How often a watch that allows bookmarks gets one.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: None,
+            max_history: 100_000,
+            bookmark_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Debug)]
+pub(crate) struct App {
+    store: Store,
+    resources: RwLock<Arc<Vec<Resource>>>,
+    config: Config,
+    addr: SocketAddr,
+    counter: AtomicU64,
+    hasher: RandomState,
+}
+
+impl App {
+    /// The resources served now.
+    fn resources(&self) -> Arc<Vec<Resource>> {
+        Arc::clone(&self.resources.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Recomputes the served resources from the stored CRDs.
+    fn refresh(&self) {
+        let (crds, _) = self
+            .store
+            .list("apiextensions.k8s.io", "customresourcedefinitions", None);
+        let mut all = registry::builtins();
+        for crd in &crds {
+            if let Ok(rs) = registry::from_crd(crd) {
+                all.extend(rs);
+            }
+        }
+        *self.resources.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(all);
+    }
+
+    /// A fresh random-looking UID.
+    fn uid(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let word = |salt: u64| self.hasher.hash_one((n, salt));
+        let (a, b) = (word(1), word(2));
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            b >> 52,
+            b & 0xffff_ffff_ffff
+        )
+    }
+}
+
+/// A running server; stops when dropped.
+#[derive(Debug)]
+pub struct ApiServer {
+    app: Arc<App>,
+    task: JoinHandle<()>,
+}
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}")]
+pub struct StartError {
+    addr: SocketAddr,
+    #[source]
+    source: std::io::Error,
+}
+
+async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let open = matches!(
+        req.uri().path(),
+        "/version" | "/healthz" | "/livez" | "/readyz"
+    );
+    if let (Some(token), false) = (&app.config.token, open) {
+        let sent = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if sent != Some(token.as_str()) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn json(v: Value) -> Response {
+    axum::Json(v).into_response()
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/version", get(|| async { json(discovery::version()) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/api",
+            get(|State(app): State<Arc<App>>| async move {
+                json(discovery::core_versions(&app.addr.to_string()))
+            }),
+        )
+        .route(
+            "/apis",
+            get(|State(app): State<Arc<App>>| async move {
+                json(discovery::groups(&app.resources()))
+            }),
+        )
+        .route(
+            "/openapi/v3",
+            get(|State(app): State<Arc<App>>| async move {
+                json(openapi::index(&app.resources()))
+            }),
+        )
+        .route("/openapi/v3/{*path}", get(openapi_doc))
+        .route(
+            "/margay-test/compact",
+            post(|State(app): State<Arc<App>>| async move {
+                app.store.compact();
+                json(serde_json::json!({"compactedAt": app.store.revision()}))
+            }),
+        )
+        .fallback(handlers::resource)
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), auth))
+        .with_state(app)
+}
+
+async fn openapi_doc(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> Response {
+    let parts: Vec<&str> = path.split('/').collect();
+    let doc = match parts.as_slice() {
+        ["api", v] => openapi::document(&app.resources(), "", v),
+        ["apis", g, v] => openapi::document(&app.resources(), g, v),
+        _ => None,
+    };
+    match doc {
+        Some(d) => json(d),
+        None => ApiError::no_such_path().into_response(),
+    }
+}
+
+impl ApiServer {
+    /// Binds and starts serving in the background (needs a tokio runtime).
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError {
+            addr: config.listen,
+            source,
+        })?;
+        let app = Arc::new(App {
+            store: Store::new(config.max_history),
+            resources: RwLock::new(Arc::new(registry::builtins())),
+            config,
+            addr,
+            counter: AtomicU64::new(0),
+            hasher: RandomState::new(),
+        });
+        handlers::seed(&app);
+        let service = router(Arc::clone(&app));
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, service).await {
+                tracing::error!(error = %e, "test apiserver stopped");
+            }
+        });
+        tracing::info!(%addr, "test apiserver listening");
+        Ok(Self { app, task })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.app.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.app.addr)
+    }
+
+    /// Throws away the watch history: a watch from any earlier revision gets 410 Gone.
+    pub fn compact(&self) {
+        self.app.store.compact();
+    }
+
+    /// The current store revision.
+    pub fn revision(&self) -> u64 {
+        self.app.store.revision()
+    }
+
+    /// A kubeconfig that points at this server (with the bearer token, if one is set).
+    pub fn kubeconfig(&self) -> String {
+        let user = match &self.app.config.token {
+            Some(t) => format!("  user:\n    token: {t}\n"),
+            None => "  user: {}\n".to_owned(),
+        };
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: margay-test\n  cluster:\n    server: {}\n\
+             contexts:\n- name: margay-test\n  context:\n    cluster: margay-test\n    user: margay-test\n\
+             current-context: margay-test\nusers:\n- name: margay-test\n{user}",
+            self.url()
+        )
+    }
+
+    /// Stops serving.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
