@@ -67,3 +67,57 @@ pub async fn start(config: &Config) -> Result<Speaker, Error> {
     info!(router_id = ?config.router_id, asn = config.asn, peers = config.peers.len(), "speaker running");
     Ok(speaker)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_config_file_starts_a_speaker_with_its_peers_and_routes() {
+        let dir =
+            std::env::temp_dir().join(format!("margay-bgp-standalone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rr.toml");
+        std::fs::write(
+            &path,
+            r#"
+router_id = "198.18.0.1"
+asn = 64512
+listen_address = "127.0.0.41"
+listen_port = 0
+
+[[peers]]
+address = "127.0.0.42"
+asn = 64512
+passive = true
+rr_client = true
+
+[[originate]]
+prefix = "100.64.0.0/26"
+"#,
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let sp = start(&config).await.unwrap();
+        let peers = sp.peers().await.unwrap();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(
+            peers[0].addr,
+            "127.0.0.42".parse::<std::net::IpAddr>().unwrap()
+        );
+        // Passive: it waits (Idle until its task has started, then Active).
+        assert!(matches!(
+            peers[0].state,
+            crate::fsm::State::Idle | crate::fsm::State::Active
+        ));
+        sp.shutdown().await;
+    }
+
+    #[test]
+    fn a_bad_file_is_reported_with_its_path() {
+        let e = run(Path::new("/nonexistent/margay.toml")).unwrap_err();
+        let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+        assert!(chain.contains("/nonexistent/margay.toml"), "{chain}");
+    }
+}
