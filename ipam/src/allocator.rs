@@ -232,7 +232,11 @@ impl NodeAllocator {
             // Another allocation may have claimed a block while this one waited.
             self.fill_from_own(&nets, n, attr, got).await?;
             while got.len() < n {
-                match self.claim_block(&pools, &config).await? {
+                let claim = self.claim_block(&pools, &config).await.inspect_err(|_| {
+                    // A claim cut short leaves a half-done claim: read and recover next time.
+                    self.refresh();
+                })?;
+                match claim {
                     Claim::Claimed(net) => {
                         self.take(net, n - got.len(), Use::Affine, attr, got)
                             .await?
@@ -403,6 +407,8 @@ impl NodeAllocator {
                 what: describe(&pool),
                 why: e.to_string(),
             })?;
+        // Load (and recover) the node's blocks before a claim can start.
+        self.affine_blocks().await?;
         let store = self.ipam.store();
         store.handle_add(handle, &block, 1).await?;
         let undo = || async {

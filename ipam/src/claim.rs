@@ -355,9 +355,11 @@ impl NodeAllocator {
             return Err(e);
         }
         let c = self.ipam.inner.committers.get(block);
-        if c.delete_if_empty(self.ipam.store(), Some(&self.node))
-            .await?
-        {
+        let deleted = c
+            .delete_if_empty(self.ipam.store(), Some(&self.node))
+            .await
+            .inspect_err(|_| self.remember(block))?;
+        if deleted {
             self.delete_affinity(block).await?;
             info!(%block, "gave up empty block");
             Ok(true)

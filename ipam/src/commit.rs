@@ -136,6 +136,11 @@ impl Committer {
                 },
             };
             let (spec, changed, results) = apply(&current.spec, &ops);
+            if !changed && !fresh {
+                // Nothing to write by the cached copy, which may be stale (another process
+                // allocated or freed since): only a fresh read may say "nothing to do".
+                continue;
+            }
             if !changed {
                 self.note(Some(&current));
                 *cache = Some(current);
