@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod dataplane;
+pub mod localapi;
 
 /// The route protocol number Margay's routes carry in the kernel (`ip route … proto 80`).
 ///
