@@ -354,3 +354,62 @@ async fn the_python_client_lists_watches_and_applies() {
     assert_eq!(seen["conflict"], 409);
     drop(server);
 }
+
+const NODE_STATUS: &str = "apiVersion: crd.margay.dev/v1\nkind: NodeStatus\nmetadata:\n  name: node-1\n\
+    spec:\n  node: node-1\nstatus:\n  agentVersion: 0.0.1\n";
+
+const PODS: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  namespace: default\n\
+    spec:\n  nodeName: node-1\n  containers: [{name: c, image: busybox}]\n---\n\
+    apiVersion: v1\nkind: Pod\nmetadata:\n  name: b\n  namespace: default\n\
+    spec:\n  nodeName: node-2\n  containers: [{name: c, image: busybox}]\n---\n\
+    apiVersion: v1\nkind: Pod\nmetadata:\n  name: c\n  namespace: default\n\
+    spec:\n  nodeName: node-1\n  containers: [{name: c, image: busybox}]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_uses_the_status_subresource_field_selectors_and_chunks() {
+    let (_server, k) = start().await;
+    // The main resource ignores status; the status subresource sets it.
+    k.ok(&["apply", "-f", &k.file("ns.yaml", NODE_STATUS)])
+        .await;
+    let status = k
+        .ok(&["get", "mns", "node-1", "-o", "jsonpath={.status}"])
+        .await;
+    assert_eq!(status, "");
+    k.ok(&[
+        "patch",
+        "nodestatus",
+        "node-1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"agentVersion":"0.1.0"}}"#,
+    ])
+    .await;
+    let table = k.ok(&["get", "nodestatuses"]).await;
+    assert!(
+        table.contains("node-1") && table.contains("0.1.0"),
+        "{table}"
+    );
+
+    k.ok(&["apply", "-f", &k.file("pods.yaml", PODS)]).await;
+    let on_node_1 = k
+        .ok(&[
+            "get",
+            "pods",
+            "-n",
+            "default",
+            "--field-selector",
+            "spec.nodeName=node-1",
+            "-o",
+            "name",
+        ])
+        .await;
+    assert_eq!(on_node_1, "pod/a\npod/c\n");
+    // Pages of one object: list with limit and continue.
+    let all = k
+        .ok(&["get", "pods", "-A", "--chunk-size=1", "-o", "name"])
+        .await;
+    assert_eq!(all, "pod/a\npod/b\npod/c\n");
+    let many = k.ok(&["delete", "pods", "-n", "default", "--all"]).await;
+    assert_eq!(many.lines().count(), 3, "{many}");
+}
