@@ -3,7 +3,9 @@
 
 pub mod nlbatch;
 pub mod routes;
+pub mod sysctls;
 pub mod tracker;
 
 pub use routes::{RouteDriver, RouteTarget};
+pub use sysctls::SysctlDriver;
 pub use tracker::DeltaTracker;

@@ -1,4 +1,4 @@
-//! The route driver against a real kernel, inside throwaway network namespaces.
+//! The dataplane drivers (routes, sysctls) against a real kernel, inside throwaway network namespaces.
 
 use std::collections::BTreeMap;
 
@@ -210,4 +210,39 @@ fn a_failing_route_in_a_batch_fails_alone_and_is_named() {
             assert_eq!(d.dump().await.unwrap(), desired());
         })
         .unwrap();
+}
+
+#[test]
+fn sysctls_are_set_inside_the_node_namespace_only() {
+    use margay_agent::dataplane::SysctlDriver;
+    use margay_agent::dataplane::sysctls::{interface_sysctls, node_sysctls};
+    let n = node();
+    let host_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let failures = n
+        .node
+        .run(|| {
+            let mut d = SysctlDriver::new();
+            d.set(node_sysctls(true));
+            d.set(interface_sysctls("mgypod1", true, true));
+            d.resync()
+        })
+        .unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    let read = |k: &str| {
+        n.node
+            .exec(&["sysctl", "-n", k])
+            .unwrap()
+            .stdout
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(read("net.ipv4.ip_forward"), "1");
+    assert_eq!(read("net.ipv4.conf.mgypod1.proxy_arp"), "1");
+    assert_eq!(read("net.ipv4.neigh.mgypod1.proxy_delay"), "0");
+    assert_eq!(read("net.ipv6.conf.mgypod1.proxy_ndp"), "1");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_forward,
+        "the host's own setting changed"
+    );
 }
