@@ -187,7 +187,25 @@ impl Ipam {
                 }
                 done.push((net, None));
             }
-            self.store().handle_sub(handle, &done).await?;
+            // Delete the record as read, if no allocation came in since; else subtract.
+            let rev = record
+                .metadata
+                .resource_version
+                .clone()
+                .map(margay_datastore::Revision);
+            let name = crate::store::handle_object_name(handle)?;
+            match self.store().handles.delete(None, &name, rev.as_ref()).await {
+                Ok(()) | Err(margay_datastore::Error::NotFound(_)) => {}
+                Err(margay_datastore::Error::Conflict { .. }) => {
+                    self.store().handle_sub(handle, &done).await?;
+                }
+                Err(e) => {
+                    return Err(IpamError::datastore(
+                        format!("deleting IPAM handle {handle:?}"),
+                        e,
+                    ));
+                }
+            }
             debug!(freed = freed.len(), "released");
             Ok(freed)
         }

@@ -168,18 +168,25 @@ impl Store {
     pub async fn handle_add(&self, handle: &str, block: &IpNet, n: u32) -> Result<()> {
         let name = handle_object_name(handle)?;
         let what = || format!("recording {n} address(es) of {block} in IPAM handle {handle:?}");
+        // A pod's handle is new almost always: try to create it first (one round trip).
+        let mut create = true;
         for attempt in 0..self.retry.attempts.max(1) {
+            if create {
+                let spec = IPAMHandleSpec {
+                    handle_id: handle.to_string(),
+                    block: [(block.to_string(), n)].into(),
+                    deleted: false,
+                };
+                match self.handles.create(&IPAMHandle::new(&name, spec)).await {
+                    Ok(_) => return Ok(()),
+                    Err(DsError::AlreadyExists(_)) => create = false,
+                    Err(e) => return Err(IpamError::datastore(what(), e)),
+                }
+            }
             let result = match self.handles.get(None, &name).await {
                 Err(DsError::NotFound(_)) => {
-                    let spec = IPAMHandleSpec {
-                        handle_id: handle.to_string(),
-                        block: [(block.to_string(), n)].into(),
-                        deleted: false,
-                    };
-                    self.handles
-                        .create(&IPAMHandle::new(&name, spec))
-                        .await
-                        .map(drop)
+                    create = true;
+                    continue;
                 }
                 Err(e) => return Err(IpamError::datastore(what(), e)),
                 Ok(mut h) => {
@@ -189,9 +196,8 @@ impl Store {
             };
             match result {
                 Ok(()) => return Ok(()),
-                Err(DsError::Conflict { .. } | DsError::AlreadyExists(_)) => {
-                    self.backoff(attempt).await;
-                }
+                Err(DsError::NotFound(_)) => create = true,
+                Err(DsError::Conflict { .. }) => self.backoff(attempt).await,
                 Err(e) => return Err(IpamError::datastore(what(), e)),
             }
         }
