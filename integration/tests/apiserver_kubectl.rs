@@ -413,3 +413,62 @@ async fn kubectl_uses_the_status_subresource_field_selectors_and_chunks() {
     let many = k.ok(&["delete", "pods", "-n", "default", "--all"]).await;
     assert_eq!(many.lines().count(), 3, "{many}");
 }
+
+fn daemonset(image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: margay-node\n  namespace: kube-system\n\
+         spec:\n  selector:\n    matchLabels: {{app: margay-node}}\n  template:\n    metadata:\n      \
+         labels: {{app: margay-node}}\n    spec:\n      hostNetwork: true\n      containers:\n      \
+         - name: agent\n        image: {image}\n        env:\n        - {{name: DATASTORE, value: kubernetes}}\n      \
+         - name: bird\n        image: bird:2\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_updates_a_daemonset_with_a_strategic_merge_patch_and_dry_runs_on_the_server() {
+    let (_server, k) = start().await;
+    k.ok(&["apply", "-f", &k.file("ds.yaml", &daemonset("margay:1"))])
+        .await;
+    let out = k
+        .ok(&["apply", "-f", &k.file("ds.yaml", &daemonset("margay:2"))])
+        .await;
+    assert!(
+        out.contains("daemonset.apps/margay-node configured"),
+        "{out}"
+    );
+    let images = k
+        .ok(&[
+            "get",
+            "ds",
+            "margay-node",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].image}",
+        ])
+        .await;
+    assert_eq!(images, "margay:2 bird:2");
+    let env = k
+        .ok(&[
+            "get",
+            "ds",
+            "margay-node",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[0].value}",
+        ])
+        .await;
+    assert_eq!(env, "kubernetes");
+
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dry\n  namespace: default\ndata: {a: b}\n";
+    let out = k
+        .ok(&["apply", "--dry-run=server", "-f", &k.file("cm.yaml", cm)])
+        .await;
+    assert!(out.contains("(server dry run)"), "{out}");
+    let out = k.run(&["get", "cm", "dry", "-n", "default"]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "{out:?}"
+    );
+}

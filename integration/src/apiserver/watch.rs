@@ -6,6 +6,8 @@
 //! apiserver does). Bookmarks (`allowWatchBookmarks=true`) come every
 //! [`super::Config::bookmark_interval`], and after the initial events when asked for them.
 //! A watch ends after `timeoutSeconds` (default 30 minutes) or when the client goes away.
+//! Selectors filter events by the object as it is after the change: an object that stops
+//! matching is not reported as `DELETED`, as a real apiserver would.
 
 use std::convert::Infallible;
 use std::sync::Arc;
