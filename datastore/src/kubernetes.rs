@@ -277,7 +277,7 @@ impl Kubernetes {
         };
         let timeout = config.timeout.unwrap_or(Duration::from_secs(10));
         kc.connect_timeout = Some(timeout);
-        let server = kc.cluster_url.to_string();
+        let server = kc.cluster_url.to_string().trim_end_matches('/').to_owned();
         let client = kube::Client::try_from(kc)
             .map_err(|e| Error::unavailable(format!("kubernetes {server}: client"), e))?;
         Ok(Self {
@@ -302,7 +302,9 @@ impl Kubernetes {
                 key: key.clone(),
                 expected: String::new(),
             },
-            Some((400 | 403 | 405 | 415 | 422, _)) => Error::BadRequest(format!("{key}: {e}")),
+            Some((400 | 401 | 403 | 405 | 415 | 422, _)) => {
+                Error::BadRequest(format!("{key}: {e}"))
+            }
             _ => Error::unavailable(format!("kubernetes {}: {what} {key}", self.server), e),
         }
     }

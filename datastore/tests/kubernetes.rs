@@ -265,3 +265,29 @@ async fn an_unreachable_api_server_is_unavailable_naming_it() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_is_sent_when_configured() {
+    let server = ApiServer::start(Config {
+        token: Some("s3cret".into()),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let connect = |token: Option<&str>| {
+        let config = KubernetesConfig {
+            server: Some(server.url()),
+            token: token.map(str::to_owned),
+            ..Default::default()
+        };
+        async move { Kubernetes::connect(&config).await.unwrap() }
+    };
+    let key = Key::namespaced("configmaps", "default", "c").unwrap();
+    connect(Some("s3cret"))
+        .await
+        .create(&key, b"{}".to_vec())
+        .await
+        .expect("with the token");
+    let err = connect(None).await.get(&key).await.unwrap_err();
+    assert!(!err.is_retryable(), "401 is not worth retrying: {err}");
+}
