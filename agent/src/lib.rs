@@ -8,6 +8,7 @@
 pub mod autodetect;
 pub mod config;
 pub mod dataplane;
+pub mod health;
 pub mod localapi;
 
 /// The route protocol number Margay's routes carry in the kernel (`ip route … proto 80`).
