@@ -6,7 +6,9 @@
 //! would, and renders a transcript: every message received, the actions the FSM took,
 //! the RIB's paths and what an iBGP peer would be sent. The transcript must equal
 //! `tests/golden/*.golden`; `MARGAY_BLESS=1 cargo test -p margay-bgp --test golden`
-//! rewrites the golden files after a deliberate change (review the diff).
+//! rewrites the golden files after a deliberate change (review the diff), and
+//! `MARGAY_RECORD=1 cargo test -p margay-bgp --test golden -- --ignored` records new
+//! sessions.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -267,7 +269,8 @@ fn frr_ebgp_ipv6_session_replays_as_recorded() {
     check("frr_ebgp_ipv6", 65002);
 }
 
-/// Records the sessions replayed above: connects to each daemon from a namespace,
+/// Records the sessions replayed above (with `MARGAY_RECORD=1`, then bless the
+/// transcripts): connects to each daemon from a namespace,
 /// sends our OPEN and KEEPALIVE, keeps everything the daemon sends while it
 /// announces three prefixes and then withdraws one, and writes it as hex.
 #[test]
@@ -278,6 +281,11 @@ fn record_sessions() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
 
+    // Running the ignored set must not silently replace the recordings.
+    if std::env::var_os("MARGAY_RECORD").is_none() {
+        eprintln!("record_sessions: set MARGAY_RECORD=1 to re-record tests/golden/*.hex");
+        return;
+    }
     margay_harness::require_root().expect("root");
     for kind in ["bird", "gobgp", "frr"] {
         for v6 in [false, true] {
