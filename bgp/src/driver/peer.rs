@@ -253,6 +253,7 @@ impl PeerTask {
 
     fn feed(&mut self, ev: Event) {
         let before = self.session.state();
+        let error_before = self.session.last_error().cloned();
         let actions = self.session.handle(ev);
         for a in actions {
             self.act(a);
@@ -261,8 +262,16 @@ impl PeerTask {
         if before != after {
             debug!(from = ?before, to = ?after, "state change");
         }
+        let error = self
+            .session
+            .last_error()
+            .filter(|e| Some(*e) != error_before.as_ref());
         if let Ok(mut s) = self.shared.lock() {
             s.state = after;
+            // A new error of the session (e.g. an OPEN refused before Established).
+            if let Some(e) = error {
+                s.last_error = Some(reason_text(e));
+            }
         }
     }
 
@@ -327,16 +336,6 @@ impl PeerTask {
                 }
                 let _ = self.core.send(CoreMsg::Down { id: self.id });
             }
-        }
-        if let Some(DownReason::Sent(n) | DownReason::Received(n)) = self.session.last_error()
-            && let Ok(mut s) = self.shared.lock()
-        {
-            let dir = if matches!(self.session.last_error(), Some(DownReason::Sent(_))) {
-                "sent"
-            } else {
-                "received"
-            };
-            s.last_error = Some(format!("{dir} NOTIFICATION: {n}"));
         }
     }
 

@@ -209,3 +209,42 @@ async fn two_active_speakers_settle_on_one_session_after_a_collision() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_peer_announcing_the_wrong_as_is_refused_and_the_error_is_reported() {
+    let a_ip = ip("127.0.0.51");
+    let b_ip = ip("127.0.0.52");
+    let start = |ip: IpAddr, asn: u32, id: u8| {
+        Speaker::start(SpeakerConfig {
+            local_as: asn,
+            router_id: Ipv4Addr::new(10, 0, 0, id),
+            listen: Some(SocketAddr::new(ip, 0)),
+            cluster_id: None,
+        })
+    };
+    let a = start(a_ip, 65001, 1).await.unwrap();
+    let b = start(b_ip, 65002, 2).await.unwrap();
+    let mut to_a = PeerConfig::new(a_ip, 65001);
+    to_a.passive = true;
+    b.add_peer(to_a).await.unwrap();
+    // A expects the wrong AS for B.
+    let mut to_b = PeerConfig::new(b_ip, 65099);
+    to_b.port = b.local_addr().unwrap().port();
+    to_b.local_addr = Some(a_ip);
+    a.add_peer(to_b).await.unwrap();
+    let st = wait_for(&a, b_ip, |s| s.last_error.is_some()).await;
+    assert!(
+        st.last_error.as_deref().unwrap().contains("bad peer AS"),
+        "{st:?}"
+    );
+    let st = wait_for(&b, a_ip, |s| s.last_error.is_some()).await;
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap()
+            .contains("received NOTIFICATION"),
+        "{st:?}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
