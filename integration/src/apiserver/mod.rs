@@ -17,7 +17,9 @@
 //!
 //! Not done: admission, namespace lifecycle (objects may be created in a namespace that does
 //! not exist; deleting a namespace leaves its objects), garbage collection, field ownership for
-//! server-side apply, CEL validation rules, protobuf, TLS.
+//! server-side apply, CEL validation rules, protobuf, client certificates.
+//!
+//! HTTPS is optional ([`Config::tls`], PEM files); kubectl sends a bearer token only over it.
 //!
 //! Tests start it in-process with [`ApiServer::start`]; the `margay-test-apiserver` binary runs
 //! it alone. [`ApiServer::compact`] (or `POST /margay-test/compact`) throws away the watch
@@ -33,6 +35,7 @@ pub mod selector;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod tls;
 mod watch;
 
 use std::collections::hash_map::RandomState;
@@ -66,6 +69,8 @@ pub struct Config {
     pub max_history: usize,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// Serve HTTPS with this certificate and key (plain HTTP without).
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for Config {
@@ -75,6 +80,7 @@ impl Default for Config {
             token: None,
             max_history: 100_000,
             bookmark_interval: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -135,11 +141,19 @@ pub struct ApiServer {
 
 /// The server could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}")]
-pub struct StartError {
-    addr: SocketAddr,
-    #[source]
-    source: std::io::Error,
+pub enum StartError {
+    /// Binding the address failed.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS files are not usable.
+    #[error("cannot set up TLS")]
+    Tls(#[from] tls::TlsError),
 }
 
 async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -222,14 +236,15 @@ impl ApiServer {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| StartError {
+            .map_err(|source| StartError::Listen {
                 addr: config.listen,
                 source,
             })?;
-        let addr = listener.local_addr().map_err(|source| StartError {
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
             addr: config.listen,
             source,
         })?;
+        let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let app = Arc::new(App {
             store: Store::new(config.max_history),
             resources: RwLock::new(Arc::new(registry::builtins())),
@@ -241,7 +256,17 @@ impl ApiServer {
         handlers::seed(&app);
         let service = router(Arc::clone(&app));
         let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, service).await {
+            let served = match acceptor {
+                Some(acceptor) => {
+                    let tls = tls::TlsListener {
+                        tcp: listener,
+                        acceptor,
+                    };
+                    axum::serve(tls, service).await
+                }
+                None => axum::serve(listener, service).await,
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "test apiserver stopped");
             }
         });
@@ -254,9 +279,14 @@ impl ApiServer {
         self.app.addr
     }
 
-    /// `http://ADDR`.
+    /// `http://ADDR`, or `https://ADDR` with TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.app.addr)
+        let scheme = if self.app.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.app.addr)
     }
 
     /// Throws away the watch history: a watch from any earlier revision gets 410 Gone.
@@ -269,14 +299,22 @@ impl ApiServer {
         self.app.store.revision()
     }
 
-    /// A kubeconfig that points at this server (with the bearer token, if one is set).
+    /// A kubeconfig that points at this server (with the bearer token, if one is set, and the
+    /// CA with TLS).
     pub fn kubeconfig(&self) -> String {
+        let ca = match &self.app.config.tls {
+            Some(t) => format!(
+                "    certificate-authority: {}\n",
+                t.ca.as_ref().unwrap_or(&t.cert).display()
+            ),
+            None => String::new(),
+        };
         let user = match &self.app.config.token {
             Some(t) => format!("  user:\n    token: {t}\n"),
             None => "  user: {}\n".to_owned(),
         };
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: margay-test\n  cluster:\n    server: {}\n\
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: margay-test\n  cluster:\n    server: {}\n{ca}\
              contexts:\n- name: margay-test\n  context:\n    cluster: margay-test\n    user: margay-test\n\
              current-context: margay-test\nusers:\n- name: margay-test\n{user}",
             self.url()

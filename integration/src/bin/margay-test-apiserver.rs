@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! margay-test-apiserver --listen 127.0.0.1:6443 [--token SECRET] [--kubeconfig FILE]
+//!                       [--tls-cert CERT.pem --tls-key KEY.pem]
 //! ```
 //!
 //! It prints `listening on http://ADDR` once it serves, writes a kubeconfig for it when asked,
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use margay_integration::apiserver::tls::TlsFiles;
 use margay_integration::apiserver::{ApiServer, Config};
 
 /// Margay's test Kubernetes API server (in memory; never for production).
@@ -26,6 +28,15 @@ struct Args {
     /// Write a kubeconfig pointing at the server to this file.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Serve HTTPS with this certificate (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA that signed the certificate, named in the kubeconfig (default: the certificate).
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
     /// Seconds between watch bookmarks.
     #[arg(long, default_value_t = 5)]
     bookmark_seconds: u64,
@@ -43,6 +54,11 @@ async fn main() -> anyhow::Result<()> {
     let server = ApiServer::start(Config {
         listen: args.listen,
         token: args.token,
+        tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles {
+            cert,
+            key,
+            ca: args.tls_ca,
+        }),
         bookmark_interval: std::time::Duration::from_secs(args.bookmark_seconds.max(1)),
         ..Config::default()
     })
