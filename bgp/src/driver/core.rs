@@ -116,10 +116,17 @@ impl Core {
     }
 
     async fn shutdown(&mut self) {
-        for (_, p) in self.peers.drain() {
-            let _ = p.cmd.send(PeerCmd::Stop);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), p.task).await;
-        }
+        // Stop every session at once, then give them two seconds in all to send
+        // their Cease.
+        let tasks: Vec<_> = self
+            .peers
+            .drain()
+            .map(|(_, p)| {
+                let _ = p.cmd.send(PeerCmd::Stop);
+                p.task
+            })
+            .collect();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), join_all(tasks)).await;
     }
 
     fn send(&mut self, outputs: Vec<crate::rib::Output>) {
@@ -288,5 +295,11 @@ impl Core {
                 self.send(out);
             }
         }
+    }
+}
+
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
     }
 }
