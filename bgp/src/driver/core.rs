@@ -30,6 +30,11 @@ pub(crate) enum CoreMsg {
     Subscribe(UnboundedSender<Vec<RouteChange>>),
     Status(oneshot::Sender<Vec<PeerStatus>>),
     Refresh(IpAddr, oneshot::Sender<Result<(), Error>>),
+    SetPolicy(
+        IpAddr,
+        crate::policy::PeerPolicy,
+        oneshot::Sender<Result<(), Error>>,
+    ),
     Shutdown(oneshot::Sender<()>),
     Up {
         id: PeerId,
@@ -260,6 +265,28 @@ impl Core {
                     None => Err(Error::UnknownPeer(addr)),
                     Some(p) => {
                         let _ = p.cmd.send(PeerCmd::Refresh);
+                        Ok(())
+                    }
+                };
+                let _ = done.send(r);
+            }
+            CoreMsg::SetPolicy(addr, policy, done) => {
+                let r = match self.find(addr) {
+                    None => Err(Error::UnknownPeer(addr)),
+                    Some(id) => {
+                        let import_changed = self
+                            .peers
+                            .get(&id)
+                            .is_some_and(|p| p.cfg.policy.import != policy.import);
+                        if let Some(p) = self.peers.get_mut(&id) {
+                            p.cfg.policy = policy.clone();
+                        }
+                        let out = self.rib.set_policy(id, policy);
+                        self.send(out);
+                        // Old routes are re-filtered when the peer sends them again.
+                        if import_changed && let Some(p) = self.peers.get(&id) {
+                            let _ = p.cmd.send(PeerCmd::Refresh);
+                        }
                         Ok(())
                     }
                 };

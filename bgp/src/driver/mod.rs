@@ -289,6 +289,14 @@ impl Speaker {
         self.ask(|tx| CoreMsg::Refresh(addr, tx)).await?
     }
 
+    /// Replaces a peer's import and export filters without resetting its session: a
+    /// new export filter is applied at once (withdrawals and announcements follow), a
+    /// new import filter re-filters the peer's routes after a ROUTE-REFRESH that this
+    /// sends (a peer without route refresh must be reset to re-filter old routes).
+    pub async fn set_policy(&self, addr: IpAddr, policy: PeerPolicy) -> Result<(), Error> {
+        self.ask(|tx| CoreMsg::SetPolicy(addr, policy, tx)).await?
+    }
+
     /// Stops every session with a Cease and ends the speaker.
     pub async fn shutdown(self) {
         let _ = self.ask(CoreMsg::Shutdown).await;

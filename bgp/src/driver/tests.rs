@@ -99,6 +99,27 @@ async fn two_speakers_establish_exchange_and_withdraw_routes() {
     // Route refresh: B asks A to resend; A answers with its table (nothing changes).
     b.refresh(a_ip).await.unwrap();
 
+    // A new import filter on B hides A's IPv6 route once A resends (B asks).
+    let v4_only = PeerPolicy {
+        import: Some(crate::policy::PrefixList::new(vec![
+            crate::policy::PrefixListEntry::permit("0.0.0.0/0".parse().unwrap(), Some(0), Some(32)),
+        ])),
+        export: None,
+    };
+    b.set_policy(a_ip, v4_only).await.unwrap();
+    assert_eq!(
+        next_changes(&mut rx).await,
+        vec![RouteChange::Withdraw {
+            prefix: "fd00:64::/64".parse::<IpNet>().unwrap().into()
+        }]
+    );
+    b.set_policy(a_ip, PeerPolicy::default()).await.unwrap();
+    let back = next_changes(&mut rx).await;
+    assert!(
+        matches!(back.as_slice(), [RouteChange::Add { .. }]),
+        "{back:?}"
+    );
+
     // A removes B: B sees a Cease and loses A's routes.
     a.remove_peer(b_ip).await.unwrap();
     assert_eq!(

@@ -369,3 +369,38 @@ pub(super) fn dump_family<P: Fam>(rib: &mut Rib, peer: PeerId) -> Vec<u8> {
     }
     out
 }
+
+pub(super) fn group_key(ctx: &Ctx, gid: GroupId) -> Option<GroupKey> {
+    ctx.groups
+        .get(gid.0)
+        .and_then(Option::as_ref)
+        .map(|g| g.key.clone())
+}
+
+/// Withdrawals for the prefixes a peer was sent under `old` that its current group's
+/// policy no longer exports.
+pub(super) fn hidden_by_policy<P: Fam>(rib: &mut Rib, peer: PeerId, old: &GroupKey) -> Vec<u8> {
+    let (ctx, fam) = P::state(rib);
+    let mut out = Vec::new();
+    let Some((_, gid)) = ctx.peer(peer).and_then(|e| e.up.clone()) else {
+        return out;
+    };
+    let Some(g) = ctx.groups.get(gid.0).and_then(Option::as_ref) else {
+        return out;
+    };
+    let mut hidden: Vec<P> = fam
+        .table
+        .iter()
+        .filter_map(|(p, ps)| {
+            let best = ps.best()?;
+            let prefix = (*p).into();
+            (best.peer != peer
+                && exported(ctx, best, old, prefix)
+                && !exported(ctx, best, &g.key, prefix))
+            .then_some(*p)
+        })
+        .collect();
+    hidden.sort_unstable();
+    P::pack_withdraw(&mut out, &hidden);
+    out
+}

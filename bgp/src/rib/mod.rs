@@ -595,6 +595,49 @@ impl Rib {
         outputs
     }
 
+    /// Replaces a peer's import and export filters. A changed export filter takes
+    /// effect at once: the peer moves to the update group of its new policy, is sent
+    /// withdrawals for what the new filter hides and the table as it now sees it.
+    /// A changed import filter applies to routes received from now on; the caller
+    /// asks the peer to resend its routes (ROUTE-REFRESH) to re-filter the old ones.
+    pub fn set_policy(&mut self, peer: PeerId, policy: PeerPolicy) -> Vec<Output> {
+        let mut out = self.flush().outputs;
+        let Some(e) = self.ctx.peer_mut(peer) else {
+            return out;
+        };
+        let export_changed = e.settings.policy.export != policy.export;
+        e.settings.policy = policy;
+        let settings = e.settings.clone();
+        let Some((up, old_gid)) = e.up.clone() else {
+            return out;
+        };
+        if !export_changed {
+            return out;
+        }
+        let Some(old_key) = export::group_key(&self.ctx, old_gid) else {
+            return out;
+        };
+        export::leave_group(&mut self.ctx, peer, old_gid);
+        let gid = export::join_group(&mut self.ctx, peer, &settings, &up);
+        if let Some(e) = self.ctx.peer_mut(peer) {
+            e.up = Some((up.clone(), gid));
+        }
+        for f in &up.families {
+            let data = match f {
+                Family::Ipv4Unicast => export::hidden_by_policy::<Prefix4>(self, peer, &old_key),
+                Family::Ipv6Unicast => export::hidden_by_policy::<Prefix6>(self, peer, &old_key),
+            };
+            if !data.is_empty() {
+                out.push(Output {
+                    peers: vec![peer],
+                    data: Bytes::from(data),
+                });
+            }
+        }
+        out.extend(self.dump(peer));
+        out
+    }
+
     /// The whole table as this peer should see it, then End-of-RIB (initial
     /// advertisement and answers to ROUTE-REFRESH).
     pub fn dump(&mut self, peer: PeerId) -> Vec<Output> {

@@ -477,3 +477,58 @@ proptest! {
         prop_assert_eq!(run(&uniq), run(&shuffled));
     }
 }
+
+#[test]
+fn a_narrower_export_filter_withdraws_and_a_wider_one_announces() {
+    let mut r = rib(false);
+    let e = add(&mut r, 4, 65001, false);
+    let i = add(&mut r, 2, AS, false);
+    r.apply_update(
+        e,
+        &announce(
+            attrs([198, 18, 0, 4], &[65001]),
+            &["100.64.0.0/24", "100.64.1.0/24"],
+        ),
+    );
+    r.flush();
+    let only_1 = PeerPolicy {
+        import: None,
+        export: Some(PrefixList::new(vec![PrefixListEntry::permit(
+            "100.64.1.0/24".parse().unwrap(),
+            None,
+            None,
+        )])),
+    };
+    let out = r.set_policy(i, only_1);
+    let u = received(&out, i);
+    assert_eq!(u[0].withdrawn, vec![p4("100.64.0.0/24")]);
+    assert_eq!(u[1].nlri, vec![p4("100.64.1.0/24")]);
+    let out = r.set_policy(i, PeerPolicy::default());
+    let got: Vec<Prefix4> = received(&out, i).into_iter().flat_map(|u| u.nlri).collect();
+    assert_eq!(got, vec![p4("100.64.0.0/24"), p4("100.64.1.0/24")]);
+}
+
+#[test]
+fn a_new_import_filter_applies_when_the_peer_resends() {
+    let mut r = rib(false);
+    let e = add(&mut r, 4, 65001, false);
+    let u = announce(
+        attrs([198, 18, 0, 4], &[65001]),
+        &["100.64.0.0/24", "100.64.1.0/26"],
+    );
+    r.apply_update(e, &u);
+    assert_eq!(r.len().0, 2);
+    let only_24s = PeerPolicy {
+        import: Some(PrefixList::new(vec![PrefixListEntry::permit(
+            "100.64.0.0/10".parse().unwrap(),
+            Some(24),
+            Some(24),
+        )])),
+        export: None,
+    };
+    assert!(r.set_policy(e, only_24s).is_empty());
+    // As after a ROUTE-REFRESH: the same routes again.
+    r.apply_update(e, &u);
+    assert_eq!(r.len().0, 1);
+    assert_eq!(r.counters(e).accepted, 1);
+}
