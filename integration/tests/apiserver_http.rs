@@ -269,3 +269,27 @@ async fn discovery_and_openapi_list_a_new_crd() {
     .await;
     assert_eq!(code, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_ends_open_watches() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let addr = server.addr();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /api/v1/configmaps?watch=1 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::timeout(SHORT, server.stop())
+        .await
+        .expect("stops within 5 s");
+    // The watch ends and the connection closes.
+    let mut rest = Vec::new();
+    assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+    let read = tokio::time::timeout(SHORT, s.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the connection stayed open after stop: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}

@@ -94,6 +94,8 @@ pub(crate) struct App {
     addr: SocketAddr,
     counter: AtomicU64,
     hasher: RandomState,
+    /// Set when the server stops: watches end, connections close.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -252,9 +254,14 @@ impl ApiServer {
             addr,
             counter: AtomicU64::new(0),
             hasher: RandomState::new(),
+            stopping: tokio::sync::watch::Sender::new(false),
         });
         handlers::seed(&app);
         let service = router(Arc::clone(&app));
+        let mut stopping = app.stopping.subscribe();
+        let stopped = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
         let task = tokio::spawn(async move {
             let served = match acceptor {
                 Some(acceptor) => {
@@ -262,9 +269,15 @@ impl ApiServer {
                         tcp: listener,
                         acceptor,
                     };
-                    axum::serve(tls, service).await
+                    axum::serve(tls, service)
+                        .with_graceful_shutdown(stopped)
+                        .await
                 }
-                None => axum::serve(listener, service).await,
+                None => {
+                    axum::serve(listener, service)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
             };
             if let Err(e) = served {
                 tracing::error!(error = %e, "test apiserver stopped");
@@ -321,14 +334,18 @@ impl ApiServer {
         )
     }
 
-    /// Stops serving.
-    pub fn stop(&self) {
-        self.task.abort();
+    /// Stops serving: watches end and every connection closes, as when a real server goes
+    /// away. Returns once it has stopped (at most a few seconds).
+    pub async fn stop(mut self) {
+        self.app.stopping.send_replace(true);
+        // Drop aborts what has not finished by then.
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
     }
 }
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
+        self.app.stopping.send_replace(true);
         self.task.abort();
     }
 }

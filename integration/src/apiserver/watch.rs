@@ -102,24 +102,23 @@ pub(crate) fn serve(
         .store
         .watch(&t.res.group, &t.res.plural, t.namespace.as_deref(), from);
     let interval = app.config.bookmark_interval;
+    let mut stopping = app.stopping.subscribe();
     tokio::spawn(async move {
-        match started {
-            Err(e) => {
-                stream.send("ERROR", e.to_status()).await;
+        let watch = async {
+            match started {
+                Err(e) => {
+                    stream.send("ERROR", e.to_status()).await;
+                }
+                Ok((start, changes)) => {
+                    let opts = (from, initial_events, bookmarks, interval, timeout);
+                    run(stream, start, changes, opts).await;
+                }
             }
-            Ok((start, changes)) => {
-                run(
-                    stream,
-                    start,
-                    changes,
-                    from,
-                    initial_events,
-                    bookmarks,
-                    interval,
-                    timeout,
-                )
-                .await;
-            }
+        };
+        // A stopping server ends its watches, so that their connections close.
+        tokio::select! {
+            _ = watch => {}
+            _ = stopping.wait_for(|s| *s) => {}
         }
     });
     let body = Body::from_stream(
@@ -132,16 +131,15 @@ pub(crate) fn serve(
         .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where a watch starts and how it behaves: `(from, sendInitialEvents, allowWatchBookmarks,
+/// bookmark interval, timeout)`.
+type RunOpts = (Option<u64>, bool, bool, Duration, Duration);
+
 async fn run(
     s: Stream,
     start: WatchStart,
     mut changes: broadcast::Receiver<Arc<super::store::Change>>,
-    from: Option<u64>,
-    initial_events: bool,
-    bookmarks: bool,
-    interval: Duration,
-    timeout: Duration,
+    (from, initial_events, bookmarks, interval, timeout): RunOpts,
 ) {
     let mut at = from.unwrap_or(0);
     match start {
