@@ -8,6 +8,7 @@
 pub mod autodetect;
 pub mod config;
 pub mod dataplane;
+pub mod endpoints;
 pub mod health;
 pub mod localapi;
 

@@ -1,0 +1,439 @@
+//! The agent's side of the local API: addresses from IPAM, pod routes and sysctls in the
+//! kernel, WorkloadEndpoints in the datastore.
+//!
+//! `allocate` takes addresses under the attachment's handle and remembers the attachment as
+//! pending; `endpoint_up` records the WorkloadEndpoint and answers only once the pod's routes are
+//! in the kernel (so a pod is reachable when CNI ADD returns); `endpoint_down` removes both;
+//! `release` frees exactly the handle's addresses. Every operation is idempotent, as CNI DEL must
+//! be.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use margay_api::{WorkloadEndpoint, WorkloadEndpointSpec};
+use margay_datastore::{Datastore, Typed};
+use margay_ipam::{AssignArgs, IpamError, NodeAllocator, PodRequest};
+use tokio::sync::Mutex;
+use tracing::{info, instrument};
+
+use crate::dataplane::sysctls::interface_sysctls;
+use crate::dataplane::{RouteDriver, RouteTarget, SysctlDriver};
+use crate::health::Readiness;
+use crate::localapi::proto::{
+    Allocate, Allocated, Attachment, Done, EndpointDown, EndpointUp, ErrorKind, Gc, Release,
+    StatusReply,
+};
+use crate::localapi::{ApiError, Handler};
+
+/// One pod attachment the agent knows.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    namespace: String,
+    wep_name: String,
+    host_ifname: Option<String>,
+    addresses: Vec<IpNet>,
+}
+
+/// The local API over IPAM, the route and sysctl drivers and the datastore.
+pub struct LocalAgent {
+    node: String,
+    ipam: NodeAllocator,
+    weps: Typed<WorkloadEndpoint>,
+    routes: Arc<Mutex<RouteDriver>>,
+    sysctls: Arc<Mutex<SysctlDriver>>,
+    endpoints: Mutex<HashMap<String, Endpoint>>,
+    readiness: Readiness,
+}
+
+impl std::fmt::Debug for LocalAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalAgent")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ipam_error(e: IpamError) -> ApiError {
+    let kind = match &e {
+        IpamError::NoPool { .. }
+        | IpamError::PoolsExhausted { .. }
+        | IpamError::NodeAtMaxBlocks { .. } => ErrorKind::Exhausted,
+        IpamError::NotInAnyPool { .. }
+        | IpamError::AddressInUse { .. }
+        | IpamError::StrictBlock { .. }
+        | IpamError::BadAnnotation { .. }
+        | IpamError::BadHandle { .. } => ErrorKind::Invalid,
+        IpamError::Datastore { .. } | IpamError::TooManyConflicts { .. } => ErrorKind::NotReady,
+        _ => ErrorKind::Internal,
+    };
+    ApiError::new(kind, e.to_string())
+}
+
+fn datastore_error(what: &str, e: margay_datastore::Error) -> ApiError {
+    let kind = if e.is_retryable() {
+        ErrorKind::NotReady
+    } else {
+        ErrorKind::Internal
+    };
+    ApiError::new(kind, format!("{what}: {e}"))
+}
+
+fn attachment(a: Option<Attachment>) -> Result<Attachment, ApiError> {
+    let a =
+        a.ok_or_else(|| ApiError::new(ErrorKind::Invalid, "the request names no attachment"))?;
+    if a.handle_id.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::Invalid,
+            "the attachment has an empty handle id",
+        ));
+    }
+    Ok(a)
+}
+
+fn host_net(ip: IpAddr) -> IpNet {
+    IpNet::from(ip)
+}
+
+impl LocalAgent {
+    /// The handler of node `node`.
+    pub fn new(
+        node: &str,
+        ipam: NodeAllocator,
+        ds: Arc<dyn Datastore>,
+        routes: Arc<Mutex<RouteDriver>>,
+        sysctls: Arc<Mutex<SysctlDriver>>,
+        readiness: Readiness,
+    ) -> Self {
+        Self {
+            node: node.to_owned(),
+            ipam,
+            weps: Typed::new(ds),
+            routes,
+            sysctls,
+            endpoints: Mutex::new(HashMap::new()),
+            readiness,
+        }
+    }
+
+    fn identity(&self, a: &Attachment) -> (String, String) {
+        let namespace = if a.namespace.is_empty() {
+            "default".to_owned()
+        } else {
+            a.namespace.clone()
+        };
+        let workload = if a.pod.is_empty() {
+            &a.container_id
+        } else {
+            &a.pod
+        };
+        let ifname = if a.ifname.is_empty() {
+            "eth0"
+        } else {
+            &a.ifname
+        };
+        (
+            namespace,
+            WorkloadEndpoint::name_for(&self.node, workload, ifname),
+        )
+    }
+
+    /// Programs (or removes, with `None`) the routes of `addresses` and returns once the kernel
+    /// has them, naming any that failed.
+    async fn program(
+        &self,
+        addresses: &[IpNet],
+        host_ifname: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let mut routes = self.routes.lock().await;
+        for a in addresses {
+            match host_ifname {
+                Some(dev) => routes.set(*a, RouteTarget::Device(dev.to_owned())),
+                None => routes.remove(a),
+            }
+        }
+        let report = routes.apply().await.map_err(|e| {
+            ApiError::new(ErrorKind::Internal, format!("cannot program routes: {e}"))
+        })?;
+        let ours: Vec<String> = report
+            .failed
+            .iter()
+            .filter(|(dst, _)| addresses.contains(dst))
+            .map(|(d, e)| format!("{d}: {e}"))
+            .collect();
+        if ours.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorKind::Internal,
+                format!("the kernel refused routes: {}", ours.join("; ")),
+            ))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for LocalAgent {
+    #[instrument(skip_all, fields(handle = ?req.attachment.as_ref().map(|a| &a.handle_id)))]
+    async fn allocate(&self, req: Allocate) -> Result<Allocated, ApiError> {
+        let a = attachment(req.attachment)?;
+        let ip_addrs = req
+            .ip_addrs
+            .iter()
+            .map(|s| {
+                s.parse::<IpAddr>().map_err(|_| {
+                    ApiError::new(
+                        ErrorKind::Invalid,
+                        format!("requested address {s:?} is not an IP address"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let some = |v: Vec<String>| (!v.is_empty()).then_some(v);
+        let mut attrs = BTreeMap::new();
+        if !a.namespace.is_empty() {
+            attrs.insert("namespace".to_owned(), a.namespace.clone());
+        }
+        attrs.insert(
+            "pod".to_owned(),
+            if a.pod.is_empty() {
+                a.container_id.clone()
+            } else {
+                a.pod.clone()
+            },
+        );
+        let args = AssignArgs {
+            handle: a.handle_id.clone(),
+            attrs,
+            num_v4: req.num_v4 as usize,
+            num_v6: req.num_v6 as usize,
+            request: PodRequest {
+                ipv4_pools: some(req.ipv4_pools),
+                ipv6_pools: some(req.ipv6_pools),
+                ip_addrs: (!ip_addrs.is_empty()).then_some(ip_addrs),
+            },
+        };
+        let got = self
+            .ipam
+            .auto_assign_with(&args)
+            .await
+            .map_err(ipam_error)?;
+        let addresses: Vec<IpNet> = got.ips().into_iter().map(host_net).collect();
+        let (namespace, wep_name) = self.identity(&a);
+        self.endpoints.lock().await.insert(
+            a.handle_id.clone(),
+            Endpoint {
+                namespace,
+                wep_name,
+                host_ifname: None,
+                addresses: addresses.clone(),
+            },
+        );
+        info!(addresses = ?addresses, "allocated");
+        Ok(Allocated {
+            addresses: addresses.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    #[instrument(skip_all, fields(handle = ?req.attachment.as_ref().map(|a| &a.handle_id), host = %req.host_ifname))]
+    async fn endpoint_up(&self, req: EndpointUp) -> Result<Done, ApiError> {
+        let a = attachment(req.attachment)?;
+        let addresses = req
+            .addresses
+            .iter()
+            .map(|s| {
+                s.parse::<IpNet>().map(|n| n.trunc()).map_err(|_| {
+                    ApiError::new(ErrorKind::Invalid, format!("address {s:?} is not a CIDR"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if req.host_ifname.is_empty() {
+            return Err(ApiError::new(
+                ErrorKind::Invalid,
+                "endpoint_up needs the host-side interface name",
+            ));
+        }
+        {
+            let mut sysctls = self.sysctls.lock().await;
+            let v4 = addresses.iter().any(|a| a.addr().is_ipv4());
+            let v6 = addresses.iter().any(|a| a.addr().is_ipv6());
+            sysctls.set(interface_sysctls(&req.host_ifname, v4, v6));
+            let failed = sysctls.apply();
+            if !failed.is_empty() {
+                let names: Vec<String> = failed
+                    .iter()
+                    .map(|f| format!("{}: {}", f.name, f.error))
+                    .collect();
+                return Err(ApiError::new(
+                    ErrorKind::Internal,
+                    format!("cannot set sysctls: {}", names.join("; ")),
+                ));
+            }
+        }
+        self.program(&addresses, Some(&req.host_ifname)).await?;
+        let (namespace, wep_name) = self.identity(&a);
+        let spec = WorkloadEndpointSpec {
+            orchestrator: "k8s".into(),
+            node: self.node.clone(),
+            pod: if a.pod.is_empty() {
+                a.container_id.clone()
+            } else {
+                a.pod.clone()
+            },
+            container_id: Some(a.container_id.clone()),
+            endpoint: if a.ifname.is_empty() {
+                "eth0".into()
+            } else {
+                a.ifname.clone()
+            },
+            interface_name: req.host_ifname.clone(),
+            mac: (!req.mac.is_empty()).then(|| req.mac.clone()),
+            ip_networks: addresses.iter().map(ToString::to_string).collect(),
+            ipam_handle_id: Some(a.handle_id.clone()),
+            profiles: vec![format!("kns.{namespace}")],
+            service_account_name: None,
+            ports: Vec::new(),
+        };
+        let mut wep = WorkloadEndpoint::new(&wep_name, spec.clone());
+        wep.metadata.namespace = Some(namespace.clone());
+        match self.weps.create(&wep).await {
+            Ok(_) => {}
+            Err(margay_datastore::Error::AlreadyExists(_)) => {
+                self.weps
+                    .update_with(Some(&namespace), &wep_name, 10, |w| {
+                        let changed = w.spec != spec;
+                        w.spec = spec.clone();
+                        Ok(changed)
+                    })
+                    .await
+                    .map_err(|e| datastore_error("cannot update the WorkloadEndpoint", e))?;
+            }
+            Err(e) => return Err(datastore_error("cannot record the WorkloadEndpoint", e)),
+        }
+        self.endpoints.lock().await.insert(
+            a.handle_id.clone(),
+            Endpoint {
+                namespace,
+                wep_name,
+                host_ifname: Some(req.host_ifname.clone()),
+                addresses,
+            },
+        );
+        Ok(Done {
+            detail: format!("routes via {} programmed", req.host_ifname),
+        })
+    }
+
+    #[instrument(skip_all, fields(handle = ?req.attachment.as_ref().map(|a| &a.handle_id)))]
+    async fn endpoint_down(&self, req: EndpointDown) -> Result<Done, ApiError> {
+        let a = attachment(req.attachment)?;
+        let known = self.endpoints.lock().await.remove(&a.handle_id);
+        let (namespace, wep_name) = match &known {
+            Some(e) => (e.namespace.clone(), e.wep_name.clone()),
+            None => self.identity(&a),
+        };
+        // After a restart the agent knows the endpoint from the datastore only.
+        let (addresses, host) = match known {
+            Some(e) => (e.addresses, e.host_ifname),
+            None => match self.weps.get(Some(&namespace), &wep_name).await {
+                Ok(w) => (
+                    w.spec
+                        .ip_networks
+                        .iter()
+                        .filter_map(|s| s.parse().ok())
+                        .collect(),
+                    Some(w.spec.interface_name.clone()),
+                ),
+                Err(margay_datastore::Error::NotFound(_)) => (Vec::new(), None),
+                Err(e) => return Err(datastore_error("cannot read the WorkloadEndpoint", e)),
+            },
+        };
+        self.program(&addresses, None).await?;
+        if let Some(host) = &host {
+            self.sysctls.lock().await.forget_interface(host);
+        }
+        match self.weps.delete(Some(&namespace), &wep_name, None).await {
+            Ok(()) | Err(margay_datastore::Error::NotFound(_)) => {}
+            Err(e) => return Err(datastore_error("cannot delete the WorkloadEndpoint", e)),
+        }
+        Ok(Done {
+            detail: format!("{} route(s) removed", addresses.len()),
+        })
+    }
+
+    async fn release(&self, req: Release) -> Result<Done, ApiError> {
+        let freed = self
+            .ipam
+            .release_handle(&req.handle_id)
+            .await
+            .map_err(ipam_error)?;
+        Ok(Done {
+            detail: format!("released {} address(es)", freed.len()),
+        })
+    }
+
+    async fn status(&self) -> StatusReply {
+        let missing = self.readiness.missing();
+        StatusReply {
+            ready: missing.is_empty(),
+            reason: missing.join("; "),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    async fn gc(&self, req: Gc) -> Result<Done, ApiError> {
+        // Only this node's endpoints of this network: another node's attachments are not ours.
+        let (weps, _) = self
+            .weps
+            .list(None)
+            .await
+            .map_err(|e| datastore_error("cannot list WorkloadEndpoints", e))?;
+        let prefix = format!("{}.", req.network);
+        let mut released = 0;
+        for w in weps {
+            let Some(handle) = w.spec.ipam_handle_id.clone() else {
+                continue;
+            };
+            if w.spec.node != self.node
+                || !handle.starts_with(&prefix)
+                || req.valid_handles.contains(&handle)
+            {
+                continue;
+            }
+            let att = Attachment {
+                handle_id: handle.clone(),
+                ..Default::default()
+            };
+            let ns = w.metadata.namespace.clone().unwrap_or_default();
+            let name = w.metadata.name.clone().unwrap_or_default();
+            self.endpoints.lock().await.insert(
+                handle.clone(),
+                Endpoint {
+                    namespace: ns,
+                    wep_name: name,
+                    host_ifname: Some(w.spec.interface_name.clone()),
+                    addresses: w
+                        .spec
+                        .ip_networks
+                        .iter()
+                        .filter_map(|s| s.parse().ok())
+                        .collect(),
+                },
+            );
+            self.endpoint_down(EndpointDown {
+                attachment: Some(att),
+            })
+            .await?;
+            released += self
+                .ipam
+                .release_handle(&handle)
+                .await
+                .map_err(ipam_error)?
+                .len();
+        }
+        Ok(Done {
+            detail: format!("released {released} address(es) of stale attachments"),
+        })
+    }
+}
