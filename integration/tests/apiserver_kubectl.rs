@@ -230,6 +230,13 @@ async fn kubectl_applies_gets_patches_and_deletes_margay_resources() {
     let selected = k.ok(&["get", "nodes", "-l", "zone=b", "-o", "name"]).await;
     assert_eq!(selected, "");
 
+    // The CRD's schema is in the OpenAPI v3 document.
+    let explained = k.ok(&["explain", "ippool.spec.blockSize"]).await;
+    assert!(
+        explained.contains("KIND:       IPPool") && explained.contains("Prefix length"),
+        "{explained}"
+    );
+
     assert!(
         k.ok(&["delete", "ippool", "lab-pool"])
             .await
@@ -573,4 +580,44 @@ async fn over_https_kubectl_and_the_backend_send_the_bearer_token() {
     use margay_datastore::Datastore;
     let listing = ds.list("namespaces", None).await.expect("list over https");
     assert_eq!(listing.items.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_and_writes_a_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_margay-test-apiserver"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("margay-test-apiserver starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("it says where it listens within 20 s")
+        .expect("read")
+        .expect("a line");
+    assert!(
+        first.starts_with("listening on http://127.0.0.1:"),
+        "{first}"
+    );
+    let out = tokio::time::timeout(
+        LIMIT,
+        Command::new(kubectl_path())
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(["get", "namespaces", "-o", "name"])
+            .output(),
+    )
+    .await
+    .expect("kubectl within the limit")
+    .expect("kubectl runs");
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert!(names.contains("namespace/kube-system"), "{names}");
+    child.kill().await.expect("stop the server");
 }
