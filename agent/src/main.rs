@@ -62,14 +62,33 @@ fn main() -> anyhow::Result<()> {
     let node = config.node_name_or_hostname()?;
     tracing::info!(node = %node, role = ?config.role, "margay-node starting");
     match config.role {
-        Role::Node => anyhow::bail!(
-            "margay-node: the node role (datastore watch, pod routes, policy) is not in this build yet; \
-             this build runs `--role route-reflector --config SPEAKER.toml` and `--check-config`"
-        ),
+        Role::Node => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(margay_agent::run::run_node(config, shutdown_signal()))
+        }
         Role::RouteReflector => anyhow::bail!(
             "margay-node: --role route-reflector needs --config SPEAKER.toml in this build \
              (route reflectors configured from the datastore come later)"
         ),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 

@@ -1,0 +1,272 @@
+//! The node role: everything `margay-node` runs on a node, wired together.
+//!
+//! Start-up order matters for a restart that must not disturb forwarding: the drivers first
+//! learn what should exist (the node's WorkloadEndpoints and affine blocks from the datastore),
+//! and only then sweep the kernel of Margay routes that are not desired. Until that first
+//! resync the agent reports not ready and sweeps nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use ipnet::IpNet;
+use margay_api::ipam::AffinityState;
+use margay_api::{BlockAffinity, WorkloadEndpoint};
+use margay_datastore::{Backoff, Datastore, Event, Typed};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::config::{AgentConfig, DatastoreType};
+use crate::dataplane::sysctls::{interface_sysctls, node_sysctls};
+use crate::dataplane::{RouteDriver, RouteTarget, SysctlDriver};
+use crate::endpoints::LocalAgent;
+use crate::health::{Metrics, Readiness, router};
+use crate::localapi::server;
+
+/// How often the drivers re-read the kernel and repair drift.
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// Connects to the configured datastore.
+pub async fn connect(config: &AgentConfig) -> anyhow::Result<Arc<dyn Datastore>> {
+    let ds = &config.datastore;
+    Ok(match ds.kind {
+        DatastoreType::EtcdV3 => {
+            let c = margay_datastore::EtcdConfig {
+                endpoints: ds.etcd_endpoints.clone(),
+                ca_file: ds.etcd_ca_file.clone(),
+                cert_file: ds.etcd_cert_file.clone(),
+                key_file: ds.etcd_key_file.clone(),
+                ..Default::default()
+            };
+            Arc::new(
+                margay_datastore::Etcd::connect(&c)
+                    .await
+                    .context("cannot connect to etcd")?,
+            )
+        }
+        DatastoreType::Kubernetes => {
+            let c = margay_datastore::KubernetesConfig {
+                kubeconfig: ds.kubeconfig.clone(),
+                ..Default::default()
+            };
+            Arc::new(
+                margay_datastore::Kubernetes::connect(&c)
+                    .await
+                    .context("cannot connect to the Kubernetes API")?,
+            )
+        }
+    })
+}
+
+/// The routes and sysctls of this node's existing endpoints, from the datastore.
+async fn restore_endpoints(
+    ds: &Arc<dyn Datastore>,
+    node: &str,
+    routes: &mut RouteDriver,
+    sysctls: &mut SysctlDriver,
+) -> anyhow::Result<usize> {
+    let (weps, _) = Typed::<WorkloadEndpoint>::new(Arc::clone(ds))
+        .list(None)
+        .await
+        .context("cannot list WorkloadEndpoints")?;
+    let mut n = 0;
+    for w in weps.iter().filter(|w| w.spec.node == node) {
+        let nets: Vec<IpNet> = w
+            .spec
+            .ip_networks
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let (v4, v6) = (
+            nets.iter().any(|n| n.addr().is_ipv4()),
+            nets.iter().any(|n| n.addr().is_ipv6()),
+        );
+        sysctls.set(interface_sysctls(&w.spec.interface_name, v4, v6));
+        for net in nets {
+            routes.set(net, RouteTarget::Device(w.spec.interface_name.clone()));
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Blackhole routes for the blocks affine to this node, kept up to date from the datastore; the
+/// first complete view triggers the first resync (the sweep), then readiness.
+async fn follow_affinities(
+    ds: Arc<dyn Datastore>,
+    node: String,
+    routes: Arc<Mutex<RouteDriver>>,
+    sysctls: Arc<Mutex<SysctlDriver>>,
+    readiness: Readiness,
+    metrics: Arc<Metrics>,
+) {
+    let mut blocks: BTreeMap<String, IpNet> = BTreeMap::new();
+    let mut watch = Typed::<BlockAffinity>::new(ds).watch(Backoff::default());
+    let mut synced = false;
+    while let Some(ev) = watch.next().await {
+        let mut changed = true;
+        match ev {
+            Ok(Event::Added(a) | Event::Modified(a)) => {
+                let name = a.metadata.name.clone().unwrap_or_default();
+                let ours = a.spec.node == node
+                    && a.spec.state == AffinityState::Confirmed
+                    && !a.spec.deleted;
+                match (ours, a.spec.cidr.parse::<IpNet>()) {
+                    (true, Ok(cidr)) => {
+                        blocks.insert(name, cidr);
+                    }
+                    _ => changed = blocks.remove(&name).is_some(),
+                }
+            }
+            Ok(Event::Deleted(key)) => changed = blocks.remove(&key.name).is_some(),
+            Ok(Event::Synced) => synced = true,
+            Err(e) => {
+                warn!(error = %e, "block affinity watch");
+                continue;
+            }
+        }
+        if !synced || !changed {
+            continue;
+        }
+        let mut r = routes.lock().await;
+        let stale: Vec<IpNet> = r
+            .desired()
+            .iter()
+            .filter(|(_, t)| **t == RouteTarget::Blackhole)
+            .map(|(d, _)| *d)
+            .collect();
+        for d in stale {
+            r.remove(&d);
+        }
+        for cidr in blocks.values() {
+            r.set(*cidr, RouteTarget::Blackhole);
+        }
+        let t = std::time::Instant::now();
+        let first = readiness
+            .missing()
+            .iter()
+            .any(|m| m.starts_with("dataplane"));
+        let result = if first {
+            r.resync().await
+        } else {
+            r.apply().await
+        };
+        metrics
+            .route_apply_seconds
+            .observe(t.elapsed().as_secs_f64());
+        match result {
+            Ok(report) => {
+                metrics.routes.set(r.desired().len() as i64);
+                if first {
+                    let failed = sysctls.lock().await.resync();
+                    info!(
+                        written = report.written,
+                        removed = report.removed,
+                        sysctl_failures = failed.len(),
+                        "dataplane in sync"
+                    );
+                    readiness.met("datastore");
+                    readiness.met("dataplane");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot program block routes"),
+        }
+    }
+}
+
+/// Runs the node role until `shutdown` completes. Kernel state is left in place on exit, so
+/// pods keep forwarding while the agent restarts.
+pub async fn run_node(
+    config: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let node = config.node_name_or_hostname()?;
+    let readiness = Readiness::default();
+    readiness.declare("datastore", "waiting for the initial sync");
+    readiness.declare("dataplane", "waiting for the first resync");
+    let metrics = Arc::new(Metrics::new());
+
+    let ds = connect(&config).await?;
+    let mut routes = RouteDriver::new().context("cannot open netlink")?;
+    let mut sysctls = SysctlDriver::new();
+    sysctls.set(node_sysctls(true));
+    let restored = restore_endpoints(&ds, &node, &mut routes, &mut sysctls).await?;
+    info!(node = %node, endpoints = restored, datastore = %ds.describe(), "starting");
+    let routes = Arc::new(Mutex::new(routes));
+    let sysctls = Arc::new(Mutex::new(sysctls));
+
+    let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
+    let agent = Arc::new(LocalAgent::new(
+        &node,
+        ipam.node(&node, BTreeMap::new()),
+        Arc::clone(&ds),
+        Arc::clone(&routes),
+        Arc::clone(&sysctls),
+        readiness.clone(),
+    ));
+    let listener = server::bind(&config.socket)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api = tokio::spawn(server::serve(listener, agent, stopped(stop_rx.clone())));
+
+    for port in [config.health_port, config.metrics_port] {
+        if port == 0 {
+            continue;
+        }
+        let addr = SocketAddr::new(config.listen_address, port);
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let app = router(readiness.clone(), Arc::clone(&metrics));
+        let rx = stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+        });
+    }
+    let watcher = tokio::spawn(follow_affinities(
+        Arc::clone(&ds),
+        node.clone(),
+        Arc::clone(&routes),
+        Arc::clone(&sysctls),
+        readiness.clone(),
+        Arc::clone(&metrics),
+    ));
+    let resync = {
+        let (routes, sysctls, readiness) =
+            (Arc::clone(&routes), Arc::clone(&sysctls), readiness.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RESYNC);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                // Never sweep before the first complete view of the datastore.
+                if !readiness.missing().is_empty() {
+                    continue;
+                }
+                match routes.lock().await.resync().await {
+                    Ok(r) if r.written + r.removed > 0 => {
+                        info!(written = r.written, removed = r.removed, "repaired routes")
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "route resync failed"),
+                }
+                sysctls.lock().await.resync();
+            }
+        })
+    };
+    shutdown.await;
+    info!("stopping; kernel routes stay in place");
+    let _ = stop_tx.send(true);
+    watcher.abort();
+    resync.abort();
+    let _ = api.await;
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
