@@ -22,8 +22,9 @@
 //! metadata (`uid`, `creationTimestamp`, `generation`) stays in the bytes.
 //!
 //! A value that is not a JSON object (opaque bytes, which Margay's own code never writes) is
-//! kept as a string in a top-level `opaque` field, and given back as it was; only a kind whose
-//! schema keeps unknown fields (`x-kubernetes-preserve-unknown-fields`, or no schema) holds it.
+//! kept as a string in a top-level `opaque` field, and given back as it was; only a custom
+//! resource whose schema keeps unknown fields (`x-kubernetes-preserve-unknown-fields`) holds it
+//! (the API server drops unknown fields of the other kinds).
 //!
 //! For a resource with a status subresource (`nodestatuses`), the main resource ignores
 //! `status`; when the written status differs from what the server kept, the backend writes it

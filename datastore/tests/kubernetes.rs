@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use margay_datastore::conformance::{self, Backend};
 use margay_datastore::kubernetes::{MARGAY_GROUP, api_resource};
-use margay_datastore::{Datastore, Error, Key, Kubernetes, KubernetesConfig};
+use margay_datastore::{Datastore, Key, Kubernetes, KubernetesConfig};
 use margay_integration::apiserver::{ApiServer, Config};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -131,18 +131,26 @@ impl Backend for TestServer {
         Arc::new(self.store.clone())
     }
     async fn put_raw(&self, key: &Key, value: Vec<u8>) {
-        match self.store.create(key, value.clone()).await {
-            Err(Error::AlreadyExists(_)) => {
-                let cur = self.store.get(key).await.expect("get");
-                self.store
-                    .update(key, value, &cur.revision)
-                    .await
-                    .expect("raw update");
-            }
-            other => {
-                other.expect("raw create");
-            }
+        // Behind the server's back, as a broken writer to its storage would: the server itself
+        // would drop the `opaque` field of a ConfigMap, or refuse a malformed one.
+        let ar = api_resource(&key.kind);
+        let mut obj = match serde_json::from_slice::<serde_json::Value>(&value) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            _ => json!({"opaque": String::from_utf8(value).expect("UTF-8 test data")}),
+        };
+        obj["apiVersion"] = json!(ar.api_version);
+        obj["kind"] = json!(ar.kind);
+        obj["metadata"]["name"] = json!(key.name);
+        if let Some(ns) = &key.namespace {
+            obj["metadata"]["namespace"] = json!(ns);
         }
+        self.server.put_unchecked(
+            &ar.group,
+            &ar.plural,
+            key.namespace.as_deref(),
+            &key.name,
+            obj,
+        );
     }
     async fn compact(&self) {
         self.server.compact();

@@ -468,6 +468,19 @@ async fn kubectl_updates_a_daemonset_with_a_strategic_merge_patch_and_dry_runs_o
         .await;
     assert_eq!(env, "kubernetes");
 
+    // Built-in kinds are checked as the Go types decode them: a misspelt field fails Strict.
+    let typo = daemonset("margay:3").replace(
+        "image: margay:3",
+        "image: margay:3\n        imagePullPolicyy: Always",
+    );
+    let out = k.run(&["apply", "-f", &k.file("typo.yaml", &typo)]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("unknown field \"spec.template.spec.containers[0].imagePullPolicyy\""),
+        "{err}"
+    );
+
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dry\n  namespace: default\ndata: {a: b}\n";
     let out = k
         .ok(&["apply", "--dry-run=server", "-f", &k.file("cm.yaml", cm)])

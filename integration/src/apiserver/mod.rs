@@ -6,7 +6,8 @@
 //! index and a document per group version, enough for kubectl's `--validate=strict`),
 //! CustomResourceDefinitions (which make their resources served, with the `openAPIV3Schema`
 //! enforced: see [`schema`]), and a fixed set of built-in kinds ([`registry::builtins`]) that
-//! are stored and never run. Objects live in memory ([`store`]) under one revision counter.
+//! are stored and never run, decoded as the 1.37 types so that unknown fields and wrong types
+//! are caught (see [`builtin`]). Objects live in memory ([`store`]) under one revision counter.
 //!
 //! Per resource: get, list (`limit` + `continue`, label and field selectors, Table output with
 //! the CRD's printer columns), watch (streamed, from a `resourceVersion`, bookmarks,
@@ -25,6 +26,7 @@
 //! it alone. [`ApiServer::compact`] (or `POST /margay-test/compact`) throws away the watch
 //! history, so that a watch from an older revision gets 410 Gone.
 
+pub mod builtin;
 pub mod discovery;
 mod handlers;
 pub mod openapi;
@@ -305,6 +307,28 @@ impl ApiServer {
     /// Throws away the watch history: a watch from any earlier revision gets 410 Gone.
     pub fn compact(&self) {
         self.app.store.compact();
+    }
+
+    /// Stores an object as it is, with no validation, as a writer behind the server's back
+    /// would (a test of how clients take bad data). `group` is empty for the core group.
+    pub fn put_unchecked(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+        object: Value,
+    ) {
+        let key = store::ObjKey {
+            group: group.into(),
+            plural: plural.into(),
+            namespace: namespace.unwrap_or_default().into(),
+            name: name.into(),
+        };
+        let _ = self
+            .app
+            .store
+            .write(&key, |_| Ok((store::Write::Put(object), ())));
     }
 
     /// The current store revision.

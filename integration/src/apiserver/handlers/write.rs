@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::super::App;
+use super::super::builtin;
 use super::super::patch;
 use super::super::registry;
 use super::super::schema::{self, Checked};
@@ -107,7 +108,12 @@ fn admit(t: &Target, obj: &mut Value, name: &str, o: Opts) -> ApiResult<Vec<Stri
     let mut checked = Checked::default();
     match &res.schema {
         Some(s) => checked = schema::check(s, obj),
-        None => schema::check_metadata(obj, &mut checked),
+        None => builtin::check(&res.kind, obj, &mut checked).map_err(|why| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {why}",
+                res.kind, res.version, res.kind
+            ))
+        })?,
     }
     if !checked.errors.is_empty() {
         return Err(ApiError::invalid(res, name, &checked.errors));
