@@ -95,6 +95,12 @@ pub struct AgentConfig {
     pub listen_address: std::net::IpAddr,
     /// Log filter, as `RUST_LOG` (`info`, `margay_bgp=debug,info`).
     pub log_level: String,
+    /// This node's BGP address as `ADDR/PREFIX` (as Calico's `IP`), or `autodetect` / unset to
+    /// detect it with `ip_autodetection_method`.
+    pub ip: Option<String>,
+    /// How to detect the address (Calico's `IP_AUTODETECTION_METHOD`): `first-found`,
+    /// `interface=REGEX`, `skip-interface=REGEX`, `can-reach=ADDR`, `cidr=CIDR[,CIDR]`.
+    pub ip_autodetection_method: String,
     /// Where the datastore is.
     pub datastore: DatastoreConfig,
 }
@@ -109,6 +115,8 @@ impl Default for AgentConfig {
             metrics_port: 9091,
             listen_address: std::net::IpAddr::from([127, 0, 0, 1]),
             log_level: "info".into(),
+            ip: None,
+            ip_autodetection_method: "first-found".into(),
             datastore: DatastoreConfig::default(),
         }
     }
@@ -182,12 +190,19 @@ impl AgentConfig {
         })
     }
 
-    /// Applies Calico-style environment variables over the file: `NODENAME`, `DATASTORE_TYPE`,
+    /// Applies Calico-style environment variables over the file: `NODENAME`, `IP`,
+    /// `IP_AUTODETECTION_METHOD`, `DATASTORE_TYPE`,
     /// `ETCD_ENDPOINTS` (comma separated), `ETCD_CA_CERT_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`,
     /// `KUBECONFIG`. `env` is passed in so that tests do not touch the process environment.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NODENAME") {
             self.node_name = Some(v);
+        }
+        if let Some(v) = env("IP") {
+            self.ip = Some(v);
+        }
+        if let Some(v) = env("IP_AUTODETECTION_METHOD") {
+            self.ip_autodetection_method = v;
         }
         if let Some(v) = env("DATASTORE_TYPE") {
             self.datastore.kind = v.parse().map_err(|why| ConfigError::Env {
@@ -228,6 +243,26 @@ impl AgentConfig {
                 "node_name",
                 name,
                 "must be a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253 characters), as the Kubernetes Node name",
+            ));
+        }
+        if let Err(e) = self
+            .ip_autodetection_method
+            .parse::<crate::autodetect::Method>()
+        {
+            return Err(invalid(
+                "ip_autodetection_method",
+                &self.ip_autodetection_method,
+                e.to_string(),
+            ));
+        }
+        if let Some(ip) = self.ip.as_deref().filter(|ip| *ip != "autodetect")
+            && ip.parse::<std::net::Ipv4Addr>().is_err()
+            && ip.parse::<ipnet::Ipv4Net>().is_err()
+        {
+            return Err(invalid(
+                "ip",
+                ip,
+                "must be an IPv4 address, ADDR/PREFIX, or autodetect",
             ));
         }
         if !self.socket.is_absolute() {
@@ -409,6 +444,27 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("ETCD_ENDPOINTS")
+        );
+    }
+
+    #[test]
+    fn the_node_address_and_detection_method_are_checked() {
+        let mut c = etcd_config();
+        c.ip = Some("198.18.0.300".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("config field ip = \"198.18.0.300\"")
+        );
+        c.ip = Some("198.18.0.11/24".into());
+        c.validate().unwrap();
+        c.ip_autodetection_method = "interface=(".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("ip_autodetection_method")
         );
     }
 

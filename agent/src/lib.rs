@@ -11,6 +11,7 @@ pub mod dataplane;
 pub mod endpoints;
 pub mod health;
 pub mod localapi;
+pub mod mesh;
 pub mod run;
 
 /// The route protocol number Margay's routes carry in the kernel (`ip route … proto 80`).

@@ -5,7 +5,7 @@
 //! and only then sweep the kernel of Margay routes that are not desired. Until that first
 //! resync the agent reports not ready and sweeps nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,9 +95,12 @@ async fn restore_endpoints(
 
 /// Blackhole routes for the blocks affine to this node, kept up to date from the datastore; the
 /// first complete view triggers the first resync (the sweep), then readiness.
+#[allow(clippy::too_many_arguments)]
 async fn follow_affinities(
     ds: Arc<dyn Datastore>,
     node: String,
+    speaker: Option<margay_bgp::Speaker>,
+    own_blocks: Arc<Mutex<BTreeSet<IpNet>>>,
     routes: Arc<Mutex<RouteDriver>>,
     sysctls: Arc<Mutex<SysctlDriver>>,
     readiness: Readiness,
@@ -130,6 +133,19 @@ async fn follow_affinities(
         }
         if !synced || !changed {
             continue;
+        }
+        let now: BTreeSet<IpNet> = blocks.values().copied().collect();
+        {
+            let mut own = own_blocks.lock().await;
+            if let Some(s) = &speaker {
+                for gone in own.difference(&now) {
+                    let _ = s.withdraw(*gone);
+                }
+                for new in now.difference(&own) {
+                    let _ = s.originate(*new, None);
+                }
+            }
+            *own = now;
         }
         let mut r = routes.lock().await;
         let stale: Vec<IpNet> = r
@@ -198,6 +214,18 @@ pub async fn run_node(
     let routes = Arc::new(Mutex::new(routes));
     let sysctls = Arc::new(Mutex::new(sysctls));
 
+    let addr = node_address(&config)?;
+    crate::mesh::register_node(&ds, &node, IpNet::V4(addr)).await?;
+    let own_blocks: Arc<Mutex<BTreeSet<IpNet>>> = Arc::default();
+    let speaker = crate::mesh::start(
+        Arc::clone(&ds),
+        node.clone(),
+        addr.addr(),
+        Arc::clone(&routes),
+        Arc::clone(&own_blocks),
+    )
+    .await?;
+
     let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
     let agent = Arc::new(LocalAgent::new(
         &node,
@@ -233,6 +261,8 @@ pub async fn run_node(
     let watcher = tokio::spawn(follow_affinities(
         Arc::clone(&ds),
         node.clone(),
+        Some(speaker.clone()),
+        own_blocks,
         Arc::clone(&routes),
         Arc::clone(&sysctls),
         readiness.clone(),
@@ -267,6 +297,25 @@ pub async fn run_node(
     watcher.abort();
     resync.abort();
     let _ = api.await;
+    speaker.shutdown().await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
+}
+
+/// The node's BGP address: configured (`ip`), or detected in the node's namespace.
+fn node_address(config: &AgentConfig) -> anyhow::Result<ipnet::Ipv4Net> {
+    match config.ip.as_deref().filter(|ip| *ip != "autodetect") {
+        Some(ip) => Ok(ip
+            .parse::<ipnet::Ipv4Net>()
+            .or_else(|_| ip.parse::<std::net::Ipv4Addr>().map(ipnet::Ipv4Net::from))?),
+        None => {
+            let method: crate::autodetect::Method = config.ip_autodetection_method.parse()?;
+            match crate::autodetect::detect(&method, false, &config.ip_autodetection_method)? {
+                IpNet::V4(n) => Ok(n),
+                IpNet::V6(n) => {
+                    anyhow::bail!("detected {n}, an IPv6 address; the BGP router id needs IPv4")
+                }
+            }
+        }
+    }
 }

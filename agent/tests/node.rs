@@ -1,50 +1,36 @@
 //! `margay-node` as a process in a node namespace, with real etcd in an infra namespace: a pod
 //! set up through the local API is reachable, and an agent restart leaves its routes untouched.
 
-use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use margay_agent::localapi::client::Client;
+use common::*;
 use margay_agent::localapi::proto::*;
 use margay_api::{IPPool, IPPoolSpec};
 use margay_datastore::{Datastore, Etcd, EtcdConfig, Typed};
 use margay_harness::fixtures::Etcd as EtcdServer;
-use margay_harness::{Daemon, Netns, Ready};
+use margay_harness::{Daemon, Netns};
 
-fn agent(node: &Netns, config: &Path, dir: &Path, n: u32) -> Daemon {
-    Daemon::builder("margay-node", env!("CARGO_BIN_EXE_margay-node"))
-        .args(["--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .netns(node)
-        .log_file(dir.join(format!("agent-{n}.log")))
-        .ready(Ready::File(dir.join("agent.sock")))
-        .timeout(Duration::from_secs(30))
-        .spawn()
-        .expect("margay-node starts")
-}
-
-fn wait_ready(client: &Client, agent: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match client.status() {
-            Ok(s) if s.ready => return,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "agent not ready in 30 s: {other:?}\n{}",
-                    agent.log_tail(30)
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-}
-
-fn routes(node: &Netns) -> String {
-    node.exec(&["ip", "route", "show", "proto", "80"])
-        .unwrap()
-        .stdout
+/// Creates the pool `cidr` through etcd, from inside `ns` (which reaches etcd).
+pub fn create_pool(ns: &Netns, endpoint: &str, cidr: &str) {
+    let (ep, cidr) = (endpoint.to_owned(), cidr.to_owned());
+    ns.block_on(async move {
+        let ds: Arc<dyn Datastore> = Arc::new(
+            Etcd::connect(&EtcdConfig {
+                endpoints: vec![ep],
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
+        );
+        Typed::<IPPool>::new(ds)
+            .create(&IPPool::new("default-ipv4", IPPoolSpec::new(cidr)))
+            .await
+            .unwrap();
+    })
+    .unwrap();
 }
 
 #[test]
@@ -66,92 +52,15 @@ fn a_pod_is_reachable_through_the_agent_and_survives_an_agent_restart() {
         .unwrap();
     let etcd = EtcdServer::start_in(&infra, "198.18.0.254".parse().unwrap())
         .expect("etcd in the infra namespace");
-    let endpoint = etcd.endpoint();
-
-    let ep = endpoint.clone();
-    node.block_on(async move {
-        let ds: Arc<dyn Datastore> = Arc::new(
-            Etcd::connect(&EtcdConfig {
-                endpoints: vec![ep],
-                ..Default::default()
-            })
-            .await
-            .unwrap(),
-        );
-        Typed::<IPPool>::new(ds)
-            .create(&IPPool::new(
-                "default-ipv4",
-                IPPoolSpec::new("100.64.0.0/16"),
-            ))
-            .await
-            .unwrap();
-    })
-    .unwrap();
+    create_pool(&node, &etcd.endpoint(), "100.64.0.0/16");
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node_name = \"node-1\"\nsocket = \"{}\"\n[datastore]\netcd_endpoints = [\"{endpoint}\"]\n",
-            dir.path().join("agent.sock").display()
-        ),
-    )
-    .unwrap();
-    let mut first = agent(&node, &config, dir.path(), 1);
-    let client = Client::new(dir.path().join("agent.sock"), Duration::from_secs(20));
+    let config = agent_config(dir.path(), "node-1", &etcd.endpoint());
+    let mut first = start_agent(&node, &config, 1);
+    let client = client(&config);
     wait_ready(&client, &first);
 
-    let att = Some(Attachment {
-        handle_id: "net.c1".into(),
-        container_id: "c1".into(),
-        namespace: "default".into(),
-        pod: "web-0".into(),
-        ifname: "eth0".into(),
-    });
-    let got = client
-        .allocate(Allocate {
-            attachment: att.clone(),
-            num_v4: 1,
-            ..Default::default()
-        })
-        .unwrap();
-    let cidr = got.addresses[0].clone();
-    let ip = cidr.trim_end_matches("/32").to_owned();
-    node.connect("mgytestnode001", &[], &pod, "eth0", &[])
-        .unwrap();
-    pod.exec(&["ip", "addr", "add", &cidr, "dev", "eth0"])
-        .unwrap();
-    pod.exec(&[
-        "ip",
-        "route",
-        "add",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-        "scope",
-        "link",
-    ])
-    .unwrap();
-    pod.exec(&[
-        "ip",
-        "route",
-        "add",
-        "default",
-        "via",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-    ])
-    .unwrap();
-    client
-        .endpoint_up(EndpointUp {
-            attachment: att.clone(),
-            host_ifname: "mgytestnode001".into(),
-            addresses: vec![cidr.clone()],
-            mac: String::new(),
-        })
-        .unwrap();
+    let ip = wire_pod(&client, &node, &pod, "web-0", "mgytestnode001");
     // Reachable as soon as endpoint_up returned: no waiting.
     node.exec(&["ping", "-c", "1", "-W", "2", &ip])
         .expect("node pings the pod right after endpoint_up");
@@ -180,10 +89,11 @@ fn a_pod_is_reachable_through_the_agent_and_survives_an_agent_restart() {
     );
 
     // Restart: routes stay while the agent is down, and the new agent changes nothing.
+    let dirp = dir.path();
     let mut monitor = Daemon::builder("ip-monitor", "ip")
         .args(["monitor", "route"])
         .netns(&node)
-        .log_file(dir.path().join("monitor.log"))
+        .log_file(dirp.join("monitor.log"))
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -193,7 +103,7 @@ fn a_pod_is_reachable_through_the_agent_and_survives_an_agent_restart() {
         before,
         "routes changed when the agent stopped"
     );
-    let second = agent(&node, &config, dir.path(), 2);
+    let second = start_agent(&node, &config, 2);
     wait_ready(&client, &second);
     std::thread::sleep(Duration::from_millis(500));
     // Prove the monitor sees changes: one of our own, outside the pod range.
@@ -222,9 +132,11 @@ fn a_pod_is_reachable_through_the_agent_and_survives_an_agent_restart() {
 
     // DEL through the restarted agent, which knows the endpoint from the datastore only.
     client
-        .endpoint_down(EndpointDown { attachment: att })
+        .endpoint_down(EndpointDown {
+            attachment: attachment("web-0"),
+        })
         .unwrap();
-    client.release("net.c1").unwrap();
+    client.release("net.web-0").unwrap();
     assert!(
         !routes(&node).contains(&format!("{ip} dev")),
         "{}",
