@@ -88,12 +88,17 @@ pub struct NodeAllocator {
 }
 
 impl NodeAllocator {
-    pub(crate) fn new(ipam: Ipam, node: &str, labels: BTreeMap<String, String>) -> Self {
+    pub(crate) fn new(
+        ipam: Ipam,
+        node: &str,
+        labels: BTreeMap<String, String>,
+        state: Arc<NodeState>,
+    ) -> Self {
         NodeAllocator {
             ipam,
             node: node.to_string(),
             labels,
-            state: Arc::default(),
+            state,
         }
     }
 

@@ -2,8 +2,10 @@
 //!
 //! A pool such as `100.64.0.0/16` with block size 26 holds 1024 blocks of 64 addresses. Blocks are
 //! aligned to their size, so the block of an address is the address with its host bits cleared.
+//! Ordinals inside a block and block names are `margay_api::ipam`'s (`ordinal_of`, `address_of`,
+//! `IPAMBlock::name_for`).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
@@ -18,36 +20,6 @@ pub enum BlockError {
         /// The requested block prefix length.
         block_size: u8,
     },
-    /// The address is not inside the block.
-    #[error("address {addr} is not in block {block}")]
-    NotInBlock {
-        /// The block's CIDR.
-        block: IpNet,
-        /// The address asked about.
-        addr: IpAddr,
-    },
-    /// The ordinal is past the end of the block.
-    #[error("ordinal {ordinal} is past the end of block {block} ({size} addresses)")]
-    Ordinal {
-        /// The block's CIDR.
-        block: IpNet,
-        /// The ordinal asked for.
-        ordinal: u128,
-        /// How many addresses the block has.
-        size: u128,
-    },
-}
-
-fn to_u128(addr: IpAddr) -> u128 {
-    match addr {
-        IpAddr::V4(a) => u128::from(u32::from(a)),
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
-fn block_len(block: &IpNet) -> u128 {
-    let host_bits = u32::from(block.max_prefix_len() - block.prefix_len());
-    1u128.checked_shl(host_bits).unwrap_or(0)
 }
 
 /// The blocks of `block_size` that make up `pool`, in address order.
@@ -92,44 +64,11 @@ pub fn block_containing(addr: IpAddr, block_size: u8) -> Result<IpNet, BlockErro
     Ok(net.trunc())
 }
 
-/// The ordinal of `addr` inside `block` (0 for the block's first address).
-pub fn ordinal_of(block: IpNet, addr: IpAddr) -> Result<u128, BlockError> {
-    if !block.contains(&addr) {
-        return Err(BlockError::NotInBlock { block, addr });
-    }
-    Ok(to_u128(addr) - to_u128(block.network()))
-}
-
-/// The address at `ordinal` inside `block`.
-pub fn address_at(block: IpNet, ordinal: u128) -> Result<IpAddr, BlockError> {
-    let size = block_len(&block);
-    if size != 0 && ordinal >= size {
-        return Err(BlockError::Ordinal {
-            block,
-            ordinal,
-            size,
-        });
-    }
-    let base = to_u128(block.network());
-    Ok(match block {
-        IpNet::V4(_) => IpAddr::V4(Ipv4Addr::from((base + ordinal) as u32)),
-        IpNet::V6(_) => IpAddr::V6(Ipv6Addr::from(base + ordinal)),
-    })
-}
-
-/// The datastore name of a block, as Calico spells it: `100-64-0-0-26`, `fd00-1--40-122`.
-pub fn block_name(block: IpNet) -> String {
-    let addr = match block.network() {
-        IpAddr::V4(a) => a.to_string().replace('.', "-"),
-        IpAddr::V6(a) => a.to_string().replace(':', "-"),
-    };
-    format!("{addr}-{}", block.prefix_len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
@@ -166,45 +105,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn ordinals_count_from_the_block_start() {
-        let b = net("100.64.0.64/26");
-        assert_eq!(ordinal_of(b, "100.64.0.70".parse().unwrap()), Ok(6));
-        assert_eq!(
-            address_at(b, 63).unwrap(),
-            "100.64.0.127".parse::<IpAddr>().unwrap()
-        );
-        assert!(matches!(
-            address_at(b, 64),
-            Err(BlockError::Ordinal { size: 64, .. })
-        ));
-        assert!(matches!(
-            ordinal_of(b, "100.64.0.1".parse().unwrap()),
-            Err(BlockError::NotInBlock { .. })
-        ));
-    }
-
-    #[test]
-    fn block_names_follow_calico() {
-        assert_eq!(block_name(net("100.64.0.192/26")), "100-64-0-192-26");
-        assert_eq!(block_name(net("fd00:1::40/122")), "fd00-1--40-122");
-    }
-
     proptest! {
         #[test]
         fn every_v4_address_round_trips_through_its_block(a in any::<u32>(), size in 20u8..=32) {
             let addr = IpAddr::V4(Ipv4Addr::from(a));
             let block = block_containing(addr, size).unwrap();
-            let ord = ordinal_of(block, addr).unwrap();
-            prop_assert_eq!(address_at(block, ord).unwrap(), addr);
+            let ord = margay_api::ipam::ordinal_of(&block, addr).unwrap();
+            prop_assert_eq!(margay_api::ipam::address_of(&block, ord), Some(addr));
         }
 
         #[test]
         fn every_v6_address_round_trips_through_its_block(a in any::<u128>(), size in 116u8..=128) {
             let addr = IpAddr::V6(Ipv6Addr::from(a));
             let block = block_containing(addr, size).unwrap();
-            let ord = ordinal_of(block, addr).unwrap();
-            prop_assert_eq!(address_at(block, ord).unwrap(), addr);
+            let ord = margay_api::ipam::ordinal_of(&block, addr).unwrap();
+            prop_assert_eq!(margay_api::ipam::address_of(&block, ord), Some(addr));
         }
     }
 }

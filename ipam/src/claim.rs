@@ -231,19 +231,13 @@ impl NodeAllocator {
                 return Ok(Claim::AtMax(max));
             }
         }
-        let mut taken: HashSet<IpNet> = store
-            .list_blocks()
-            .await?
+        // Every block a node claims has an affinity (written first), and affinities are small:
+        // they say which blocks are taken without reading the blocks themselves. A block
+        // without one (an orphan) is found by the create below failing.
+        let taken: HashSet<IpNet> = affinities
             .iter()
-            .filter_map(|b| block_net(b).ok())
+            .filter_map(|a| a.spec.cidr.parse::<IpNet>().ok())
             .collect();
-        // Blocks others are claiming right now: stay out of their way.
-        taken.extend(
-            affinities
-                .iter()
-                .filter(|a| a.spec.node != self.node)
-                .filter_map(|a| a.spec.cidr.parse::<IpNet>().ok()),
-        );
         for pool in pools {
             let Some(net) = pool.spec.net() else { continue };
             let size = pool.spec.block_size();
@@ -338,6 +332,17 @@ impl NodeAllocator {
                 continue;
             }
             let _claiming = self.state.claim.lock().await;
+            // Another release may have given it up while this one waited.
+            let still_own = self
+                .state
+                .affine
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|s| s.contains(&net));
+            if !still_own {
+                continue;
+            }
             if let Err(e) = self.release_block(net).await {
                 warn!(block = %net, error = %e, "could not give up an empty block");
             }

@@ -11,7 +11,7 @@ use margay_api::{IPAMConfigSpec, IPPool};
 use margay_datastore::Datastore;
 use tracing::{Instrument, debug, info_span};
 
-use crate::allocator::NodeAllocator;
+use crate::allocator::{NodeAllocator, NodeState};
 use crate::block::{BlockOp, Outcome};
 use crate::cidr::block_containing;
 use crate::commit::{Committers, Failure};
@@ -48,6 +48,7 @@ pub(crate) struct Inner {
     pub opts: Options,
     pools: Mutex<Option<(Instant, Arc<Vec<IPPool>>)>>,
     config: Mutex<Option<(Instant, IPAMConfigSpec)>>,
+    nodes: Mutex<HashMap<String, Arc<NodeState>>>,
 }
 
 /// IPAM over one datastore. Cheap to clone; one per process, shared by its node allocators so
@@ -80,14 +81,20 @@ impl Ipam {
                 opts,
                 pools: Mutex::new(None),
                 config: Mutex::new(None),
+                nodes: Mutex::new(HashMap::new()),
             }),
         }
     }
 
     /// The allocator of node `node` whose labels are `labels` (matched against pools'
-    /// `nodeSelector`). The agent makes one at start and keeps it.
+    /// `nodeSelector`). Allocators of one node made from one `Ipam` share its blocks and its
+    /// claim lock, so that they claim one block at a time between them.
     pub fn node(&self, node: &str, labels: BTreeMap<String, String>) -> NodeAllocator {
-        NodeAllocator::new(self.clone(), node, labels)
+        let state = {
+            let mut nodes = self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(nodes.entry(node.to_string()).or_default())
+        };
+        NodeAllocator::new(self.clone(), node, labels, state)
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -150,6 +157,26 @@ impl Ipam {
             }
         }
         Ok(None)
+    }
+
+    /// The addresses `handle` holds (CNI CHECK, `margayctl ipam show --handle`).
+    pub async fn addresses_of(&self, handle: &str) -> Result<Vec<IpAddr>> {
+        let Some(record) = self.store().get_handle(handle).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for cidr in record.spec.block.keys() {
+            let Ok(net) = cidr.parse::<IpNet>() else {
+                continue;
+            };
+            let name = margay_api::IPAMBlock::name_for(&net);
+            match self.store().blocks.get(None, &name).await {
+                Ok(b) => out.extend(crate::block::addresses_of_handle(&b.spec, handle)),
+                Err(margay_datastore::Error::NotFound(_)) => {}
+                Err(e) => return Err(IpamError::datastore(format!("reading block {net}"), e)),
+            }
+        }
+        Ok(out)
     }
 
     /// Frees every address `handle` holds and deletes its record. Exact (only what the handle
