@@ -307,13 +307,13 @@ async fn python() -> PathBuf {
         .expect("python3 runs");
     assert!(made.success(), "python3 -m venv {} failed", venv.display());
     let pip = tokio::time::timeout(
-        Duration::from_secs(600),
+        Duration::from_secs(150),
         Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "kubernetes==37.0.2"])
             .status(),
     )
     .await
-    .expect("pip install within 10 minutes")
+    .expect("pip install within 150 s (the suite kills a test after 3 minutes)")
     .expect("pip runs");
     assert!(pip.success(), "pip install kubernetes==37.0.2 failed");
     py
