@@ -371,11 +371,29 @@ mod interleavings {
 
     #[derive(Debug, Clone)]
     enum Action {
-        Alloc { node: usize, v4: usize, v6: usize },
-        Assign { node: usize, ordinal: u8 },
-        Release { pick: usize, via: usize },
-        ReleaseIp { pick: usize, via: usize },
-        Restart { node: usize },
+        Alloc {
+            node: usize,
+            v4: usize,
+            v6: usize,
+        },
+        Assign {
+            node: usize,
+            ordinal: u8,
+        },
+        Release {
+            pick: usize,
+            via: usize,
+        },
+        ReleaseIp {
+            pick: usize,
+            via: usize,
+        },
+        Restart {
+            node: usize,
+        },
+        /// A leak check and release, after the round's other actions, with faults on: it must
+        /// never free an address a live handle holds.
+        CheckLeaks,
     }
 
     const NODES: usize = 3;
@@ -387,6 +405,7 @@ mod interleavings {
             3 => (any::<usize>(), 0..NODES).prop_map(|(pick, via)| Action::Release { pick, via }),
             1 => (any::<usize>(), 0..NODES).prop_map(|(pick, via)| Action::ReleaseIp { pick, via }),
             1 => (0..NODES).prop_map(|node| Action::Restart { node }),
+            1 => Just(Action::CheckLeaks),
         ]
     }
 
@@ -525,6 +544,7 @@ mod interleavings {
                         nodes[node] = allocator(&ds, node);
                         futs.push(Box::pin(async { Done::Nothing }));
                     }
+                    Action::CheckLeaks => {}
                 }
             }
             let results = futures::future::join_all(futs).await;
@@ -570,6 +590,23 @@ mod interleavings {
                             dirty.insert(h);
                         }
                     }
+                }
+            }
+            if round.iter().any(|a| matches!(a, Action::CheckLeaks)) {
+                // Handles whose fate is unknown are not live: the leak check may free them.
+                let live = Live {
+                    handles: held.keys().cloned().collect(),
+                    nodes: Some((0..NODES).map(|n| format!("n{n}")).collect()),
+                };
+                let ipam = nodes[0].ipam().clone();
+                let mut tracker = LeakTracker::new(Duration::ZERO);
+                let t0 = Instant::now();
+                if ipam.check(&live, &mut tracker, t0).await.is_ok()
+                    && let Ok(report) = ipam
+                        .check(&live, &mut tracker, t0 + Duration::from_millis(1))
+                        .await
+                {
+                    let _ = ipam.release_leaks(&report).await;
                 }
             }
             // The store agrees with what every handle was told.
