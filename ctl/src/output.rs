@@ -84,15 +84,26 @@ impl Table {
     }
 }
 
+/// A value that cannot be serialised, or a table format passed to [`serialise`].
+#[derive(Debug, thiserror::Error)]
+#[error("cannot print as {format:?}: {why}")]
+pub struct SerialiseError {
+    format: Format,
+    why: String,
+}
+
 /// Serialises `value` as JSON or YAML for `-o json|yaml`.
-pub fn serialise<T: Serialize>(value: &T, format: Format) -> anyhow::Result<String> {
-    Ok(match format {
-        Format::Json => serde_json::to_string_pretty(value)? + "\n",
-        Format::Yaml => serde_saphyr::to_string(value)?,
-        Format::Table | Format::Wide => {
-            anyhow::bail!("serialise is for -o json or -o yaml; tables are rendered with Table")
-        }
-    })
+pub fn serialise<T: Serialize>(value: &T, format: Format) -> Result<String, SerialiseError> {
+    let err = |why: String| SerialiseError { format, why };
+    match format {
+        Format::Json => serde_json::to_string_pretty(value)
+            .map(|s| s + "\n")
+            .map_err(|e| err(e.to_string())),
+        Format::Yaml => serde_saphyr::to_string(value).map_err(|e| err(e.to_string())),
+        Format::Table | Format::Wide => Err(err(
+            "serialise is for -o json or -o yaml; tables are rendered with Table".to_string(),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,280 @@
+//! Reading and writing objects of any kind as JSON values, through the datastore's typed view so
+//! that every write is a compare-and-swap on `metadata.resourceVersion`.
+
+use std::sync::Arc;
+
+use margay_datastore::{Datastore, Error as DsError, Typed};
+use serde_json::Value;
+
+use crate::kinds::Kind;
+use crate::with_type;
+
+/// What went wrong reading or writing one object.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object is not there.
+    #[error("{kind} {name:?} not found")]
+    NotFound {
+        /// Its kind.
+        kind: Kind,
+        /// Its name (`NAMESPACE/NAME` when namespaced).
+        name: String,
+    },
+    /// `create` of an object that exists.
+    #[error("{kind} {name:?} already exists; use apply or replace to change it")]
+    AlreadyExists {
+        /// Its kind.
+        kind: Kind,
+        /// Its name.
+        name: String,
+    },
+    /// The object changed since it was read.
+    #[error(
+        "{kind} {name:?} was changed by someone else since it was read (resourceVersion {expected}); \
+         get it again, redo the change and apply again"
+    )]
+    Conflict {
+        /// Its kind.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// The revision the write expected.
+        expected: String,
+    },
+    /// Anything else the datastore said.
+    #[error("{kind} {name:?}")]
+    Datastore {
+        /// Its kind.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// The datastore's error.
+        #[source]
+        source: Box<DsError>,
+    },
+    /// An object that does not decode as its kind (checked before, so a bug if it happens).
+    #[error("{kind} {name:?} does not match its schema")]
+    Schema {
+        /// Its kind.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What `apply` did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// It did not exist and was created.
+    Created,
+    /// It existed and was changed.
+    Configured,
+    /// It existed and was already as given; nothing was written.
+    Unchanged,
+}
+
+/// Objects of every kind over one datastore.
+#[derive(Debug, Clone)]
+pub struct Store {
+    ds: Arc<dyn Datastore>,
+}
+
+fn display_name(ns: Option<&str>, name: &str) -> String {
+    match ns {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// The namespace and name of an object.
+pub fn ns_name(obj: &Value) -> (Option<String>, String) {
+    let meta = obj.get("metadata");
+    let s = |k| {
+        meta.and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    (s("namespace"), s("name").unwrap_or_default())
+}
+
+impl Store {
+    /// A store over `ds`.
+    pub fn new(ds: Arc<dyn Datastore>) -> Self {
+        Store { ds }
+    }
+
+    /// The datastore underneath.
+    pub fn datastore(&self) -> Arc<dyn Datastore> {
+        Arc::clone(&self.ds)
+    }
+
+    fn err(kind: Kind, ns: Option<&str>, name: &str, e: DsError) -> StoreError {
+        let name = display_name(ns, name);
+        match e {
+            DsError::NotFound(_) => StoreError::NotFound { kind, name },
+            DsError::AlreadyExists(_) => StoreError::AlreadyExists { kind, name },
+            DsError::Conflict { expected, .. } => StoreError::Conflict {
+                kind,
+                name,
+                expected,
+            },
+            source => StoreError::Datastore {
+                kind,
+                name,
+                source: Box::new(source),
+            },
+        }
+    }
+
+    fn to_value<T: serde::Serialize>(kind: Kind, name: &str, obj: &T) -> Result<Value, StoreError> {
+        serde_json::to_value(obj).map_err(|source| StoreError::Schema {
+            kind,
+            name: name.to_string(),
+            source,
+        })
+    }
+
+    fn from_value<T: serde::de::DeserializeOwned>(
+        kind: Kind,
+        name: &str,
+        v: &Value,
+    ) -> Result<T, StoreError> {
+        serde_json::from_value(v.clone()).map_err(|source| StoreError::Schema {
+            kind,
+            name: name.to_string(),
+            source,
+        })
+    }
+
+    /// Every object of `kind` (of namespace `ns` when given), in name order.
+    pub async fn list(&self, kind: Kind, ns: Option<&str>) -> Result<Vec<Value>, StoreError> {
+        let ns = if kind.namespaced() { ns } else { None };
+        with_type!(kind, T => {
+            let (items, _) = Typed::<T>::new(self.datastore())
+                .list(ns)
+                .await
+                .map_err(|e| Self::err(kind, ns, "*", e))?;
+            items.iter().map(|o| Self::to_value(kind, "*", o)).collect()
+        })
+    }
+
+    /// One object.
+    pub async fn get(&self, kind: Kind, ns: Option<&str>, name: &str) -> Result<Value, StoreError> {
+        let ns = if kind.namespaced() { ns } else { None };
+        with_type!(kind, T => {
+            let o = Typed::<T>::new(self.datastore())
+                .get(ns, name)
+                .await
+                .map_err(|e| Self::err(kind, ns, name, e))?;
+            Self::to_value(kind, name, &o)
+        })
+    }
+
+    /// Creates an object; fails if it exists.
+    pub async fn create(&self, kind: Kind, obj: &Value) -> Result<Value, StoreError> {
+        let (ns, name) = ns_name(obj);
+        let mut obj = obj.clone();
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        with_type!(kind, T => {
+            let typed: T = Self::from_value(kind, &name, &obj)?;
+            let o = Typed::<T>::new(self.datastore())
+                .create(&typed)
+                .await
+                .map_err(|e| Self::err(kind, ns.as_deref(), &name, e))?;
+            Self::to_value(kind, &name, &o)
+        })
+    }
+
+    /// Replaces an existing object's spec, status, labels and annotations with `obj`'s, as a
+    /// compare-and-swap: against `obj`'s `resourceVersion` when it has one (so that a change made
+    /// since the caller read it is a conflict), else against the revision just read. With
+    /// `create_missing`, an object that does not exist is created (apply).
+    pub async fn apply(
+        &self,
+        kind: Kind,
+        obj: &Value,
+        create_missing: bool,
+    ) -> Result<Applied, StoreError> {
+        let (ns, name) = ns_name(obj);
+        let ns = ns.as_deref();
+        let existing = match self.get(kind, ns, &name).await {
+            Ok(v) => v,
+            Err(StoreError::NotFound { .. }) if create_missing => {
+                self.create(kind, obj).await?;
+                return Ok(Applied::Created);
+            }
+            Err(e) => return Err(e),
+        };
+        let stored_rv = existing
+            .pointer("/metadata/resourceVersion")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut merged = existing.clone();
+        for field in ["spec", "status"] {
+            match obj.get(field) {
+                Some(v) => merged[field] = v.clone(),
+                None => {
+                    if let Some(m) = merged.as_object_mut() {
+                        m.remove(field);
+                    }
+                }
+            }
+        }
+        for field in ["labels", "annotations"] {
+            let meta = merged["metadata"].as_object_mut();
+            if let Some(meta) = meta {
+                match obj.pointer(&format!("/metadata/{field}")) {
+                    Some(v) => {
+                        meta.insert(field.to_string(), v.clone());
+                    }
+                    None => {
+                        meta.remove(field);
+                    }
+                }
+            }
+        }
+        if let Some(rv) = obj.pointer("/metadata/resourceVersion")
+            && *rv != stored_rv
+        {
+            return Err(StoreError::Conflict {
+                kind,
+                name: display_name(ns, &name),
+                expected: crate::columns::scalar(rv),
+            });
+        }
+        if merged == existing {
+            return Ok(Applied::Unchanged);
+        }
+        with_type!(kind, T => {
+            let typed: T = Self::from_value(kind, &name, &merged)?;
+            Typed::<T>::new(self.datastore())
+                .update(&typed)
+                .await
+                .map_err(|e| Self::err(kind, ns, &name, e))?;
+        });
+        Ok(Applied::Configured)
+    }
+
+    /// Deletes an object; with `expected`, only if it is still at that revision.
+    pub async fn delete(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        name: &str,
+        expected: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let ns = if kind.namespaced() { ns } else { None };
+        let expected = expected.map(|r| margay_datastore::Revision(r.to_string()));
+        with_type!(kind, T => {
+            Typed::<T>::new(self.datastore())
+                .delete(ns, name, expected.as_ref())
+                .await
+                .map_err(|e| Self::err(kind, ns, name, e))
+        })
+    }
+}
