@@ -80,6 +80,7 @@ pub async fn start(
     addr: Ipv4Addr,
     routes: Arc<Mutex<RouteDriver>>,
     own_blocks: Arc<Mutex<BTreeSet<IpNet>>>,
+    learned: Arc<Mutex<BTreeSet<IpNet>>>,
 ) -> anyhow::Result<Speaker> {
     let (asn, mesh, port) = cluster_settings(&ds).await?;
     let speaker = Speaker::start(SpeakerConfig {
@@ -143,6 +144,7 @@ pub async fn start(
     tokio::spawn(async move {
         while let Some(batch) = changes.recv().await {
             let own = own_blocks.lock().await.clone();
+            let mut learned = learned.lock().await;
             let mut r = routes.lock().await;
             for change in batch {
                 match change {
@@ -151,6 +153,7 @@ pub async fn start(
                         let p = IpNet::from(prefix);
                         if !own.contains(&p) && next_hop != me {
                             r.set(p, RouteTarget::Via(next_hop));
+                            learned.insert(p);
                         }
                     }
                     RouteChange::Withdraw { prefix } => {
@@ -158,6 +161,7 @@ pub async fn start(
                         if !own.contains(&p) {
                             r.remove(&p);
                         }
+                        learned.remove(&p);
                     }
                 }
             }

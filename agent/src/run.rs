@@ -29,6 +29,10 @@ use crate::localapi::server;
 /// How often the drivers re-read the kernel and repair drift.
 const RESYNC: Duration = Duration::from_secs(60);
 
+/// How long routes learned over BGP by a previous run are kept after a restart while the
+/// speaker learns them again; those not re-learned by then are removed.
+const BGP_CONVERGENCE: Duration = Duration::from_secs(30);
+
 /// Connects to the configured datastore.
 pub async fn connect(config: &AgentConfig) -> anyhow::Result<Arc<dyn Datastore>> {
     let ds = &config.datastore;
@@ -217,12 +221,40 @@ pub async fn run_node(
     let addr = node_address(&config)?;
     crate::mesh::register_node(&ds, &node, IpNet::V4(addr)).await?;
     let own_blocks: Arc<Mutex<BTreeSet<IpNet>>> = Arc::default();
+    let learned: Arc<Mutex<BTreeSet<IpNet>>> = Arc::default();
+    // Routes the previous run learned over BGP stay until the speaker has re-learned them.
+    let adopted = routes
+        .lock()
+        .await
+        .adopt(|t| matches!(t, RouteTarget::Via(_)))
+        .await?;
+    if !adopted.is_empty() {
+        info!(
+            routes = adopted.len(),
+            "keeping learned routes of the previous run while BGP converges"
+        );
+        let (routes, learned) = (Arc::clone(&routes), Arc::clone(&learned));
+        tokio::spawn(async move {
+            tokio::time::sleep(BGP_CONVERGENCE).await;
+            let learned = learned.lock().await.clone();
+            let mut r = routes.lock().await;
+            for (dst, target) in adopted {
+                if !learned.contains(&dst) && r.desired().get(&dst) == Some(&target) {
+                    r.remove(&dst);
+                }
+            }
+            if let Err(e) = r.apply().await {
+                warn!(error = %e, "cannot remove routes not re-learned");
+            }
+        });
+    }
     let speaker = crate::mesh::start(
         Arc::clone(&ds),
         node.clone(),
         addr.addr(),
         Arc::clone(&routes),
         Arc::clone(&own_blocks),
+        learned,
     )
     .await?;
 

@@ -149,6 +149,38 @@ fn pods_on_three_nodes_reach_each_other_over_bgp_learned_routes() {
         );
     }
 
+    // Restarting node-1's agent keeps its learned routes in place: no route of node-1 is
+    // deleted or rewritten while the old agent stops and the new one converges.
+    let mut monitor = margay_harness::Daemon::builder("ip-monitor", "ip")
+        .args(["monitor", "route"])
+        .netns(&nodes[0])
+        .log_file(dir.path().join("monitor.log"))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = routes(&nodes[0]);
+    agents[0].stop().unwrap();
+    let config = dir.path().join("node-1.toml");
+    agents[0] = start_agent(&nodes[0], &config, 2);
+    wait_ready(&clients[0], &agents[0]);
+    wait_for(
+        "node-2 learns node-1's block again",
+        Duration::from_secs(60),
+        || routes(&nodes[1]).contains("via 198.18.0.11"),
+        || routes(&nodes[1]),
+    );
+    pods[2]
+        .0
+        .exec(&["ping", "-c", "1", "-W", "3", &pods[0].1])
+        .expect("node-2's pod reaches node-1's pod after the restart");
+    monitor.stop().unwrap();
+    assert!(
+        !monitor.log().contains("100.64."),
+        "node-1's routes churned during its agent's restart:\n{}",
+        monitor.log()
+    );
+    assert_eq!(routes(&nodes[0]), before);
+
     // A removed pod's route goes away, and the others still reach each other.
     let (_, gone_ip, _, gone_name) = &pods[0];
     clients[0]

@@ -151,6 +151,9 @@ pub struct RouteDriver {
     handle: Handle,
     batcher: Arc<Mutex<Batcher>>,
     tracker: DeltaTracker<IpNet, RouteTarget>,
+    /// Routes found in the kernel at start that nothing desires yet: never removed until the
+    /// first [`RouteDriver::resync`] (called once the datastore has synced) allows the sweep.
+    protected: std::collections::BTreeSet<IpNet>,
 }
 
 impl RouteDriver {
@@ -164,6 +167,7 @@ impl RouteDriver {
             handle,
             batcher,
             tracker: DeltaTracker::new(),
+            protected: Default::default(),
         })
     }
 
@@ -175,6 +179,7 @@ impl RouteDriver {
     /// No longer wants a route to `dst`.
     pub fn remove(&mut self, dst: &IpNet) {
         self.tracker.remove_desired(&dst.trunc());
+        self.protected.remove(&dst.trunc());
     }
 
     /// Replaces every desired route.
@@ -230,10 +235,39 @@ impl RouteDriver {
         Ok(out)
     }
 
+    /// Reads what the kernel has at start. Margay routes matching `keep` that are not desired
+    /// become desired as they are, and are returned: after a restart, routes learned over BGP by
+    /// the previous run stay in place until the speaker has learned them again (the caller drops
+    /// the ones it did not re-learn). Every other route not desired yet is protected from
+    /// removal until the first [`RouteDriver::resync`]. So a restart never interrupts
+    /// forwarding, and identical routes are not rewritten.
+    pub async fn adopt(
+        &mut self,
+        keep: impl Fn(&RouteTarget) -> bool,
+    ) -> Result<Vec<(IpNet, RouteTarget)>, RouteError> {
+        let actual = self.dump().await?;
+        let adopted: Vec<(IpNet, RouteTarget)> = actual
+            .iter()
+            .filter(|(dst, t)| keep(t) && !self.tracker.desired().contains_key(*dst))
+            .map(|(d, t)| (*d, t.clone()))
+            .collect();
+        for (dst, t) in &adopted {
+            self.tracker.set_desired(*dst, t.clone());
+        }
+        self.protected = actual
+            .keys()
+            .filter(|d| !self.tracker.desired().contains_key(*d))
+            .copied()
+            .collect();
+        self.tracker.replace_actual(actual);
+        Ok(adopted)
+    }
+
     /// Reads the kernel, then makes it match the desired routes: the periodic repair of anything
     /// changed behind the agent's back, and the first sync after start (call it only once the
     /// datastore has synced, or routes of pods not yet known would be swept).
     pub async fn resync(&mut self) -> Result<ApplyReport, RouteError> {
+        self.protected.clear();
         let actual = self.dump().await?;
         self.tracker.replace_actual(actual);
         self.apply().await
@@ -244,7 +278,8 @@ impl RouteDriver {
     /// are retried next time.
     pub async fn apply(&mut self) -> Result<ApplyReport, RouteError> {
         let updates = self.tracker.pending_updates();
-        let deletes = self.tracker.pending_deletes();
+        let mut deletes = self.tracker.pending_deletes();
+        deletes.retain(|(dst, _)| !self.protected.contains(dst));
         let mut report = ApplyReport::default();
         if updates.is_empty() && deletes.is_empty() {
             return Ok(report);
