@@ -142,7 +142,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
+    let run = async {
         let server = tokio::task::spawn_blocking(EtcdServer::start_on_loopback)
             .await
             .unwrap()
@@ -165,5 +165,10 @@ fn main() {
         allocations(&ipam, "bench-1", 1, total / 4).await;
         allocations(&ipam, "bench-8", 8, total).await;
         drop(server);
+    };
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(600), run)
+            .await
+            .expect("the benchmark finishes within 10 minutes")
     });
 }

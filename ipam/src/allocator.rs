@@ -290,11 +290,14 @@ impl NodeAllocator {
             if !nets.iter().any(|p| p.contains(&block)) {
                 continue;
             }
-            if self.ipam.inner.committers.get(block).free_hint() == Some(0) {
+            let c = self.ipam.inner.committers.get(block);
+            let ask = c.reserve(n - got.len());
+            if ask == 0 {
                 continue;
             }
-            self.take(block, n - got.len(), Use::Affine, attr, got)
-                .await?;
+            let r = self.take(block, ask, Use::Affine, attr, got).await;
+            c.unreserve(ask);
+            r?;
         }
         Ok(())
     }

@@ -52,6 +52,7 @@ pub(crate) struct Committer {
     queue: std::sync::Mutex<Vec<Queued>>,
     cache: tokio::sync::Mutex<Option<IPAMBlock>>,
     free: AtomicUsize,
+    inflight: AtomicUsize,
     writes: AtomicU64,
     ops: AtomicU64,
 }
@@ -72,6 +73,7 @@ impl Committer {
             queue: std::sync::Mutex::new(Vec::new()),
             cache: tokio::sync::Mutex::new(None),
             free: AtomicUsize::new(UNKNOWN),
+            inflight: AtomicUsize::new(0),
             writes: AtomicU64::new(0),
             ops: AtomicU64::new(0),
         }
@@ -83,6 +85,23 @@ impl Committer {
             UNKNOWN => None,
             n => Some(n),
         }
+    }
+
+    /// How many of `want` addresses to ask this block for, given what it had free when last
+    /// seen and what other requests are already asking for (0: look elsewhere). A hint: the
+    /// block write decides. Pair with [`Committer::unreserve`].
+    pub fn reserve(&self, want: usize) -> usize {
+        let ask = match self.free_hint() {
+            None => want,
+            Some(free) => want.min(free.saturating_sub(self.inflight.load(Ordering::Relaxed))),
+        };
+        self.inflight.fetch_add(ask, Ordering::Relaxed);
+        ask
+    }
+
+    /// Ends a [`Committer::reserve`].
+    pub fn unreserve(&self, n: usize) {
+        self.inflight.fetch_sub(n, Ordering::Relaxed);
     }
 
     fn note(&self, block: Option<&IPAMBlock>) {
