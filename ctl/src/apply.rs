@@ -57,8 +57,7 @@ pub async fn run(store: &Store, verb: Verb, docs: &[Doc], namespace: &str) -> Re
             Err(p) => problems.push(p),
         }
     }
-    if problems.is_empty() && verb != Verb::Delete && checked.iter().any(|c| c.kind == Kind::IPPool)
-    {
+    if verb != Verb::Delete && checked.iter().any(|c| c.kind == Kind::IPPool) {
         let stored: Vec<IPPool> = store
             .list(Kind::IPPool, None)
             .await?
