@@ -267,22 +267,66 @@ pub async fn watch_lists_first(b: &dyn Backend) {
     assert!(matches!(next_event(&mut w).await, WatchEvent::Added(s) if s.key.name == "d"));
 }
 
+/// Retries `op` while the datastore is briefly unavailable (right after an interruption, a
+/// backend under load may still fail the first call). `done_if` accepts an error that means a
+/// previous, unanswered attempt went through (AlreadyExists after a create, NotFound after a
+/// delete).
+async fn persist<T, F, Fut>(what: &str, mut op: F, done_if: fn(&Error) -> bool) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut retried = false;
+    for _ in 0..100 {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(e) if retried && done_if(&e) => return None,
+            Err(e) if e.is_retryable() => {
+                retried = true;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+    panic!("{what}: still failing after 100 attempts");
+}
+
 async fn churn(ds: &Arc<dyn Datastore>, kind: &str, want: &mut BTreeMap<Key, Vec<u8>>, round: u32) {
     // One create, one update and one delete per round, so a consumer must see all three kinds.
     let created = key(kind, &format!("r{round}"));
-    ds.create(&created, format!("c{round}").into_bytes())
-        .await
-        .unwrap();
-    want.insert(created, format!("c{round}").into_bytes());
+    let value = format!("c{round}").into_bytes();
+    persist(
+        "create",
+        || ds.create(&created, value.clone()),
+        |e| matches!(e, Error::AlreadyExists(_)),
+    )
+    .await;
+    want.insert(created, value);
     let upd = key(kind, "stable");
-    let cur = ds.get(&upd).await.unwrap();
-    ds.update(&upd, format!("u{round}").into_bytes(), &cur.revision)
-        .await
-        .unwrap();
-    want.insert(upd, format!("u{round}").into_bytes());
+    let value = format!("u{round}").into_bytes();
+    persist(
+        "update",
+        || async {
+            let cur = ds.get(&upd).await?;
+            if cur.value == value {
+                return Ok(());
+            }
+            ds.update(&upd, value.clone(), &cur.revision)
+                .await
+                .map(|_| ())
+        },
+        |_| false,
+    )
+    .await;
+    want.insert(upd, value);
     if round > 0 {
         let gone = key(kind, &format!("r{}", round - 1));
-        ds.delete(&gone, None).await.unwrap();
+        persist(
+            "delete",
+            || ds.delete(&gone, None),
+            |e| matches!(e, Error::NotFound(_)),
+        )
+        .await;
         want.remove(&gone);
     }
 }
