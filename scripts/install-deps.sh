@@ -14,7 +14,7 @@ PACKAGES=(
     # real peers and datastore for interop and end-to-end tests
     etcd-server etcd-client bird2 gobgpd frr
     # scripts and manifest validation
-    python3 python3-venv jq curl ca-certificates
+    python3 python3-venv jq curl ca-certificates openssl
 )
 
 if [ "$(id -u)" -ne 0 ]; then
