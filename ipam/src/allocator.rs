@@ -271,6 +271,7 @@ impl NodeAllocator {
                 wanted: n,
                 got: got.len(),
                 strict: config.strict_affinity,
+                at_max,
             });
         }
         Ok(())

@@ -50,8 +50,9 @@ pub enum IpamError {
     },
     /// Every pool that could be used is full (and borrowing was not possible or not allowed).
     #[error(
-        "{family} pools exhausted on node {node:?}: tried {}; wanted {wanted}, got {got}{}",
+        "{family} pools exhausted on node {node:?}: tried {}; wanted {wanted}, got {got}{}{}",
         pools.join(", "),
+        match at_max { Some(m) => format!("; the node holds maxBlocksPerHost ({m}) blocks"), None => String::new() },
         if *strict { " (strictAffinity forbids borrowing from other nodes' blocks)" } else { "" }
     )]
     PoolsExhausted {
@@ -67,6 +68,8 @@ pub enum IpamError {
         got: usize,
         /// Whether strictAffinity stopped borrowing.
         strict: bool,
+        /// The node's `maxBlocksPerHost`, when it stopped the node from claiming another block.
+        at_max: Option<u32>,
     },
     /// The node holds `maxBlocksPerHost` blocks, they are full, and it may not borrow.
     #[error(

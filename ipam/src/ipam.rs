@@ -25,7 +25,7 @@ pub struct Options {
     /// Compare-and-swap retries and back-off.
     pub retry: Retry,
     /// How long the list of pools and the IPAMConfig are reused before being read again
-    /// (default 2 s). A miss (no usable pool, exhausted pools) always reads again.
+    /// (default 2 s). When no cached pool is usable for a request, the pools are read again.
     pub cache_ttl: Duration,
     /// How many empty blocks a node keeps per family when addresses are released, so that the
     /// next pod does not have to claim a block again (default 1).

@@ -140,6 +140,24 @@ async fn strict_affinity_and_max_blocks_per_host_stop_a_node_with_a_clear_error(
         "{err}"
     );
     assert!(err.to_string().contains("\"n1\""), "{err}");
+    // Without strict affinity the node may borrow, but there is nothing to borrow from.
+    set_config(
+        &ds,
+        IPAMConfigSpec {
+            strict_affinity: false,
+            auto_allocate_blocks: true,
+            max_blocks_per_host: 1,
+        },
+    )
+    .await;
+    let err = node(&ds, "n1")
+        .auto_assign("c", &attrs("c"), 1, 0)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("maxBlocksPerHost (1)"),
+        "the error says why no block was claimed: {err}"
+    );
 }
 
 #[tokio::test]
