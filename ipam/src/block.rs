@@ -585,7 +585,46 @@ mod tests {
         ]
     }
 
+    fn to_op(b: &IPAMBlockSpec, s: &Step) -> BlockOp {
+        match s {
+            Step::Alloc(n, h) => alloc(*n, &h.to_string(), Use::Affine),
+            Step::Assign(o, h) => BlockOp::Assign {
+                ip: b.address_of(*o).unwrap(),
+                attr: attr(&h.to_string()),
+                node: "n1".into(),
+            },
+            Step::ReleaseHandle(h) => BlockOp::ReleaseHandle {
+                handle: h.to_string(),
+            },
+            Step::ReleaseIp(o) => BlockOp::ReleaseIps {
+                ips: vec![b.address_of(*o).unwrap()],
+                handle: None,
+            },
+        }
+    }
+
     proptest! {
+        #[test]
+        fn a_batch_gives_each_request_what_it_would_get_alone_in_order(
+            steps in proptest::collection::vec(step(), 1..20)
+        ) {
+            let b = block("100.64.0.0/28", Some("n1"));
+            let ops: Vec<BlockOp> = steps.iter().map(|s| to_op(&b, s)).collect();
+            let (batched, _, batch_results) = apply(&b, &ops);
+            let mut one_by_one = b.clone();
+            let mut results = Vec::new();
+            for op in &ops {
+                let (next, _, mut r) = apply(&one_by_one, std::slice::from_ref(op));
+                one_by_one = next;
+                results.push(r.remove(0));
+            }
+            prop_assert_eq!(batch_results, results);
+            prop_assert_eq!(&batched.allocations, &one_by_one.allocations);
+            prop_assert_eq!(&batched.unallocated, &one_by_one.unallocated);
+            prop_assert_eq!(&batched.attributes, &one_by_one.attributes);
+            prop_assert!(batched.sequence_number <= b.sequence_number + 1, "one write");
+        }
+
         #[test]
         fn any_sequence_keeps_the_block_consistent_and_never_doubles_an_address(
             steps in proptest::collection::vec(step(), 1..60)
