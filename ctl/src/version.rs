@@ -66,10 +66,14 @@ impl VersionInfo {
             .iter()
             .filter(|a| a.version != self.client_version)
             .map(|a| {
-                format!(
-                    "node {} runs agent {}, this client is {}: upgrade so that they match",
-                    a.node, a.version, self.client_version
-                )
+                if a.version == "unknown" {
+                    format!("node {} has not published its agent's version", a.node)
+                } else {
+                    format!(
+                        "node {} runs agent {}, this client is {}: upgrade so that they match",
+                        a.node, a.version, self.client_version
+                    )
+                }
             })
             .collect()
     }
