@@ -13,6 +13,7 @@ pub mod health;
 pub mod localapi;
 pub mod mesh;
 pub mod run;
+pub mod status;
 
 /// The route protocol number Margay's routes carry in the kernel (`ip route … proto 80`).
 ///

@@ -97,6 +97,20 @@ async fn restore_endpoints(
     Ok(n)
 }
 
+/// When the dataplane was last known to be in sync with the desired state.
+#[derive(Debug, Clone, Default)]
+struct LastSync(Arc<std::sync::Mutex<Option<margay_api::k8s_openapi::jiff::Timestamp>>>);
+
+impl LastSync {
+    fn mark(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(margay_api::k8s_openapi::jiff::Timestamp::now());
+    }
+    fn get(&self) -> Option<margay_api::k8s_openapi::jiff::Timestamp> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Blackhole routes for the blocks affine to this node, kept up to date from the datastore; the
 /// first complete view triggers the first resync (the sweep), then readiness.
 #[allow(clippy::too_many_arguments)]
@@ -109,6 +123,7 @@ async fn follow_affinities(
     sysctls: Arc<Mutex<SysctlDriver>>,
     readiness: Readiness,
     metrics: Arc<Metrics>,
+    last_sync: LastSync,
 ) {
     let mut blocks: BTreeMap<String, IpNet> = BTreeMap::new();
     let mut watch = Typed::<BlockAffinity>::new(ds).watch(Backoff::default());
@@ -190,6 +205,7 @@ async fn follow_affinities(
                     );
                     readiness.met("datastore");
                     readiness.met("dataplane");
+                    last_sync.mark();
                 }
             }
             Err(e) => warn!(error = %e, "cannot program block routes"),
@@ -205,6 +221,7 @@ pub async fn run_node(
 ) -> anyhow::Result<()> {
     let node = config.node_name_or_hostname()?;
     let readiness = Readiness::default();
+    let last_sync = LastSync::default();
     readiness.declare("datastore", "waiting for the initial sync");
     readiness.declare("dataplane", "waiting for the first resync");
     let metrics = Arc::new(Metrics::new());
@@ -299,10 +316,24 @@ pub async fn run_node(
         Arc::clone(&sysctls),
         readiness.clone(),
         Arc::clone(&metrics),
+        last_sync.clone(),
     ));
+    let status = {
+        let last_sync = last_sync.clone();
+        tokio::spawn(crate::status::run(
+            Arc::clone(&ds),
+            node.clone(),
+            speaker.clone(),
+            move || last_sync.get(),
+        ))
+    };
     let resync = {
-        let (routes, sysctls, readiness) =
-            (Arc::clone(&routes), Arc::clone(&sysctls), readiness.clone());
+        let (routes, sysctls, readiness, last_sync) = (
+            Arc::clone(&routes),
+            Arc::clone(&sysctls),
+            readiness.clone(),
+            last_sync.clone(),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RESYNC);
             tick.tick().await;
@@ -313,10 +344,14 @@ pub async fn run_node(
                     continue;
                 }
                 match routes.lock().await.resync().await {
-                    Ok(r) if r.written + r.removed > 0 => {
-                        info!(written = r.written, removed = r.removed, "repaired routes")
+                    Ok(r) => {
+                        if r.written + r.removed > 0 {
+                            info!(written = r.written, removed = r.removed, "repaired routes");
+                        }
+                        if r.failed.is_empty() {
+                            last_sync.mark();
+                        }
                     }
-                    Ok(_) => {}
                     Err(e) => warn!(error = %e, "route resync failed"),
                 }
                 sysctls.lock().await.resync();
@@ -328,6 +363,7 @@ pub async fn run_node(
     let _ = stop_tx.send(true);
     watcher.abort();
     resync.abort();
+    status.abort();
     let _ = api.await;
     speaker.shutdown().await;
     let _ = std::fs::remove_file(&config.socket);

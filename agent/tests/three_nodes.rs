@@ -31,6 +31,28 @@ fn wait_for(
     }
 }
 
+/// (established, not established) sessions in node-1's NodeStatus, read through etcd from `ns`.
+fn nodes_status(ns: &Netns, endpoint: String) -> Option<(u32, u32)> {
+    ns.block_on(async move {
+        let ds: Arc<dyn Datastore> = Arc::new(
+            Etcd::connect(&EtcdConfig {
+                endpoints: vec![endpoint],
+                ..Default::default()
+            })
+            .await
+            .ok()?,
+        );
+        let s = Typed::<margay_api::NodeStatus>::new(ds)
+            .get(None, "node-1")
+            .await
+            .ok()?;
+        let bgp = s.status?.bgp?;
+        Some((bgp.number_established, bgp.number_not_established))
+    })
+    .ok()
+    .flatten()
+}
+
 #[test]
 fn pods_on_three_nodes_reach_each_other_over_bgp_learned_routes() {
     let net = |s: &str| s.parse().unwrap();
@@ -148,6 +170,15 @@ fn pods_on_three_nodes_reach_each_other_over_bgp_learned_routes() {
             i + 1
         );
     }
+
+    // Each agent publishes its sessions in its NodeStatus (what `margayctl node status` reads).
+    let established = || nodes_status(&nodes[0], endpoint.clone());
+    wait_for(
+        "node-1's NodeStatus shows 2 established mesh sessions",
+        Duration::from_secs(40),
+        || established() == Some((2, 0)),
+        || format!("{:?}", established()),
+    );
 
     // Restarting node-1's agent keeps its learned routes in place: no route of node-1 is
     // deleted or rewritten while the old agent stops and the new one converges.

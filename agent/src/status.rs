@@ -1,0 +1,115 @@
+//! Publishes this node's `NodeStatus`: agent version, last dataplane sync and every BGP
+//! session, so that `margayctl node status` can show any node, not only the local one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use margay_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use margay_api::k8s_openapi::jiff::{SignedDuration, Timestamp};
+use margay_api::node::{BGPPeerStatus, BGPPeerType, BGPSessionState, BGPStatus};
+use margay_api::{NodeStatus, NodeStatusSpec, NodeStatusStatus};
+use margay_bgp::fsm::State;
+use margay_bgp::{PeerStatus, Speaker};
+use margay_datastore::{Datastore, Typed};
+use tracing::warn;
+
+/// How often the status is written (the `updatePeriodSeconds` readers judge staleness by).
+pub const UPDATE_PERIOD: Duration = Duration::from_secs(10);
+
+fn state(s: State) -> BGPSessionState {
+    match s {
+        State::Idle => BGPSessionState::Idle,
+        State::Connect => BGPSessionState::Connect,
+        State::Active => BGPSessionState::Active,
+        State::OpenSent => BGPSessionState::OpenSent,
+        State::OpenConfirm => BGPSessionState::OpenConfirm,
+        State::Established => BGPSessionState::Established,
+    }
+}
+
+/// The status of one session, as published.
+pub fn peer_status(p: &PeerStatus, now: Timestamp) -> BGPPeerStatus {
+    let clamp = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    BGPPeerStatus {
+        peer_ip: p.addr.to_string(),
+        as_number: Some(p.remote_as),
+        peer_type: BGPPeerType::NodeMesh,
+        state: state(p.state),
+        since: p
+            .uptime
+            .and_then(|u| SignedDuration::try_from(u).ok())
+            .and_then(|u| now.checked_sub(u).ok())
+            .map(Time),
+        last_error: p.last_error.clone(),
+        prefixes_received: clamp(p.received),
+        prefixes_accepted: clamp(p.accepted),
+        prefixes_advertised: clamp(p.advertised),
+    }
+}
+
+/// Writes the status once.
+pub async fn publish(
+    ds: &Arc<dyn Datastore>,
+    node: &str,
+    speaker: &Speaker,
+    last_sync: Option<Timestamp>,
+) -> anyhow::Result<()> {
+    let now = Timestamp::now();
+    let peers: Vec<BGPPeerStatus> = speaker
+        .peers()
+        .await?
+        .iter()
+        .map(|p| peer_status(p, now))
+        .collect();
+    let established = peers
+        .iter()
+        .filter(|p| p.state == BGPSessionState::Established)
+        .count() as u32;
+    let status = NodeStatusStatus {
+        agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+        last_dataplane_sync: last_sync.map(Time),
+        last_updated: Some(Time(now)),
+        bgp: Some(BGPStatus {
+            number_established: established,
+            number_not_established: peers.len() as u32 - established,
+            peers,
+        }),
+    };
+    let typed = Typed::<NodeStatus>::new(Arc::clone(ds));
+    let spec = NodeStatusSpec {
+        node: node.to_owned(),
+        update_period_seconds: UPDATE_PERIOD.as_secs() as u32,
+    };
+    let mut obj = NodeStatus::new(node, spec);
+    obj.status = Some(status.clone());
+    match typed.create(&obj).await {
+        Ok(_) => Ok(()),
+        Err(margay_datastore::Error::AlreadyExists(_)) => {
+            typed
+                .update_with(None, node, 5, |s| {
+                    s.status = Some(status.clone());
+                    Ok(true)
+                })
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Publishes every [`UPDATE_PERIOD`] until the task is dropped; `last_sync` reads when the
+/// dataplane was last in sync.
+pub async fn run(
+    ds: Arc<dyn Datastore>,
+    node: String,
+    speaker: Speaker,
+    last_sync: impl Fn() -> Option<Timestamp>,
+) {
+    let mut tick = tokio::time::interval(UPDATE_PERIOD);
+    loop {
+        tick.tick().await;
+        if let Err(e) = publish(&ds, &node, &speaker, last_sync()).await {
+            warn!(error = %e, "cannot publish NodeStatus");
+        }
+    }
+}
