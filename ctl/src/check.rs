@@ -47,7 +47,8 @@ impl Checked {
 fn decode_strict<T: DeserializeOwned>(v: Value) -> Result<(T, Vec<String>), serde_json::Error> {
     let mut unknown = Vec::new();
     let t = serde_ignored::deserialize(v, |path| {
-        let path = path.to_string();
+        // `?` stands for an Option that k8s-openapi's types wrap fields in; it is no field.
+        let path = path.to_string().replace(".?", "").replace("?.", "");
         // kube's derived types read the type fields themselves and skip them as unknown.
         if path != "apiVersion" && path != "kind" {
             unknown.push(path);
@@ -252,6 +253,17 @@ mod tests {
             .to_string();
         assert!(e.contains("spec.cidr"), "{e}");
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_are_found_inside_kubernetes_types_too() {
+        let v = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                       "metadata": {"name": "deny", "labelz": {}}, "spec": {"podSelector": {}, "ingres": []}});
+        let e = check_doc(&doc(v), "default").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown fields metadata.labelz, spec.ingres"),
+            "{e}"
+        );
     }
 
     #[test]

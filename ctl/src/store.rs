@@ -42,12 +42,10 @@ pub enum StoreError {
         expected: String,
     },
     /// Anything else the datastore said.
-    #[error("{kind} {name:?}")]
+    #[error("{what}")]
     Datastore {
-        /// Its kind.
-        kind: Kind,
-        /// Its name.
-        name: String,
+        /// What was being done (`IPPool "p1"`, `listing IPPool objects`).
+        what: String,
         /// The datastore's error.
         #[source]
         source: Box<DsError>,
@@ -112,6 +110,7 @@ impl Store {
     }
 
     fn err(kind: Kind, ns: Option<&str>, name: &str, e: DsError) -> StoreError {
+        let listing = name == "*";
         let name = display_name(ns, name);
         match e {
             DsError::NotFound(_) => StoreError::NotFound { kind, name },
@@ -122,8 +121,11 @@ impl Store {
                 expected,
             },
             source => StoreError::Datastore {
-                kind,
-                name,
+                what: if listing {
+                    format!("listing {kind} objects")
+                } else {
+                    format!("{kind} {name:?}")
+                },
                 source: Box::new(source),
             },
         }

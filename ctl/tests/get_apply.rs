@@ -22,26 +22,7 @@ fn applying_the_fixtures_reports_each_object() {
 #[test]
 fn every_get_form_prints_as_golden() {
     let ctl = with_fixtures();
-    insta::assert_snapshot!(ctl.transcript(&[
-        "get ippool",
-        "get ippools -o wide",
-        "get ipp default-ipv4 zone-b",
-        "get ippool --selector family=='v4'",
-        "get ippool -o custom-columns=NAME:.metadata.name,CIDR:.spec.cidr,BLOCK:.spec.blockSize,ZONE:.metadata.labels.zone",
-        "get node",
-        "get nodes -o wide",
-        "get bgppeer",
-        "get bgppeers -o wide",
-        "get bgpconfiguration",
-        "get bgpconfigurations -o wide",
-        "get workloadendpoint",
-        "get wep -n shop",
-        "get weps --all-namespaces",
-        "get wep -A -o wide",
-        "get networkpolicy -n shop",
-        "get networkpolicies -A -o wide",
-        "get ipamblock",
-    ]));
+    insta::assert_snapshot!(ctl.transcript(common::GET_FORMS));
 }
 
 #[test]
@@ -283,7 +264,7 @@ fn a_config_file_names_the_datastore() {
         "margayctl.cfg",
         &format!(
             "apiVersion: crd.margay.dev/v1\nkind: MargayAPIConfig\nmetadata: {{}}\nspec:\n  datastoreType: etcdv3\n  etcdEndpoints: {}\n",
-            ctl.etcd.endpoint()
+            ctl.endpoint()
         ),
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_margayctl"))

@@ -8,10 +8,13 @@ use std::process::{Command, Stdio};
 
 use margay_harness::fixtures::Etcd;
 
-/// One etcd and a scratch directory that `margayctl` runs in.
+/// A datastore and a scratch directory that `margayctl` runs in.
 pub struct Ctl {
-    pub etcd: Etcd,
+    /// The etcd, when the datastore is etcd.
+    pub etcd: Option<Etcd>,
     pub dir: tempfile::TempDir,
+    /// The environment that names the datastore.
+    env: Vec<(String, String)>,
 }
 
 /// What one run printed and its exit code.
@@ -37,10 +40,35 @@ impl Ctl {
     /// Starts etcd on loopback (the test fails, never skips, if it cannot).
     pub fn start() -> Ctl {
         let etcd = Etcd::start_on_loopback().expect("start etcd on loopback");
+        let env = vec![
+            ("ETCD_ENDPOINTS".to_string(), etcd.endpoint()),
+            ("DATASTORE_TYPE".to_string(), "etcdv3".to_string()),
+        ];
         Ctl {
-            etcd,
+            etcd: Some(etcd),
             dir: tempfile::tempdir().expect("temp dir"),
+            env,
         }
+    }
+
+    /// `margayctl` against the Kubernetes API server of this kubeconfig.
+    pub fn kubernetes(kubeconfig: &str) -> Ctl {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(&path, kubeconfig).expect("write kubeconfig");
+        Ctl {
+            etcd: None,
+            env: vec![
+                ("DATASTORE_TYPE".to_string(), "kubernetes".to_string()),
+                ("KUBECONFIG".to_string(), path.display().to_string()),
+            ],
+            dir,
+        }
+    }
+
+    /// The etcd endpoint.
+    pub fn endpoint(&self) -> String {
+        self.etcd.as_ref().expect("an etcd datastore").endpoint()
     }
 
     /// Writes a file in the scratch directory.
@@ -58,9 +86,9 @@ impl Ctl {
         let mut child = Command::new(env!("CARGO_BIN_EXE_margayctl"))
             .args(args)
             .current_dir(self.dir.path())
-            .env("ETCD_ENDPOINTS", self.etcd.endpoint())
-            .env("DATASTORE_TYPE", "etcdv3")
+            .env_remove("ETCD_ENDPOINTS")
             .env_remove("KUBECONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("MARGAYCTL_CONFIG")
             .env_remove("ETCD_CA_CERT_FILE")
             .env_remove("ETCD_CERT_FILE")
@@ -113,7 +141,7 @@ impl Ctl {
     /// Connects to the same etcd in-process.
     pub async fn datastore(&self) -> std::sync::Arc<dyn margay_datastore::Datastore> {
         let config = margay_datastore::EtcdConfig {
-            endpoints: vec![self.etcd.endpoint()],
+            endpoints: vec![self.endpoint()],
             ..Default::default()
         };
         std::sync::Arc::new(
@@ -233,3 +261,25 @@ spec:
   podSelector: {}
   policyTypes: [Ingress]
 "#;
+
+/// Every form of `get` the golden transcripts show.
+pub const GET_FORMS: &[&str] = &[
+    "get ippool",
+    "get ippools -o wide",
+    "get ipp default-ipv4 zone-b",
+    "get ippool --selector family=='v4'",
+    "get ippool -o custom-columns=NAME:.metadata.name,CIDR:.spec.cidr,BLOCK:.spec.blockSize,ZONE:.metadata.labels.zone",
+    "get node",
+    "get nodes -o wide",
+    "get bgppeer",
+    "get bgppeers -o wide",
+    "get bgpconfiguration",
+    "get bgpconfigurations -o wide",
+    "get workloadendpoint",
+    "get wep -n shop",
+    "get weps --all-namespaces",
+    "get wep -A -o wide",
+    "get networkpolicy -n shop",
+    "get networkpolicies -A -o wide",
+    "get ipamblock",
+];
