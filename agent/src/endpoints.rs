@@ -36,9 +36,19 @@ struct Endpoint {
     addresses: Vec<IpNet>,
 }
 
+/// What the node announces for its pods over BGP beyond its blocks: the /32 (/128) of every
+/// local pod whose address lies outside the node's own blocks (borrowed from another node's
+/// block), since that block's route points at its owner.
+struct Exports {
+    speaker: margay_bgp::Speaker,
+    own_blocks: Arc<Mutex<std::collections::BTreeSet<IpNet>>>,
+    announced: Mutex<std::collections::BTreeSet<IpNet>>,
+}
+
 /// The local API over IPAM, the route and sysctl drivers and the datastore.
 pub struct LocalAgent {
     node: String,
+    exports: Option<Exports>,
     ipam: NodeAllocator,
     weps: Typed<WorkloadEndpoint>,
     routes: Arc<Mutex<RouteDriver>>,
@@ -68,7 +78,19 @@ fn ipam_error(e: IpamError) -> ApiError {
         IpamError::Datastore { .. } | IpamError::TooManyConflicts { .. } => ErrorKind::NotReady,
         _ => ErrorKind::Internal,
     };
-    ApiError::new(kind, e.to_string())
+    ApiError::new(kind, with_causes(&e))
+}
+
+/// An error's message followed by its causes (`listing IP pools: datastore unavailable: …`).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn datastore_error(what: &str, e: margay_datastore::Error) -> ApiError {
@@ -108,6 +130,7 @@ impl LocalAgent {
     ) -> Self {
         Self {
             node: node.to_owned(),
+            exports: None,
             ipam,
             weps: Typed::new(ds),
             routes,
@@ -115,6 +138,68 @@ impl LocalAgent {
             endpoints: Mutex::new(HashMap::new()),
             readiness,
         }
+    }
+
+    /// Announces borrowed pod addresses through `speaker`; `own_blocks` are the node's blocks.
+    pub fn with_exports(
+        mut self,
+        speaker: margay_bgp::Speaker,
+        own_blocks: Arc<Mutex<std::collections::BTreeSet<IpNet>>>,
+    ) -> Self {
+        self.exports = Some(Exports {
+            speaker,
+            own_blocks,
+            announced: Mutex::new(Default::default()),
+        });
+        self
+    }
+
+    /// Adds the endpoints this node already has (from the datastore, after a restart).
+    pub async fn restore(&self, weps: &[WorkloadEndpoint]) {
+        let mut known = self.endpoints.lock().await;
+        for w in weps.iter().filter(|w| w.spec.node == self.node) {
+            let Some(handle) = w.spec.ipam_handle_id.clone() else {
+                continue;
+            };
+            known.insert(
+                handle,
+                Endpoint {
+                    namespace: w.metadata.namespace.clone().unwrap_or_default(),
+                    wep_name: w.metadata.name.clone().unwrap_or_default(),
+                    host_ifname: Some(w.spec.interface_name.clone()),
+                    addresses: w
+                        .spec
+                        .ip_networks
+                        .iter()
+                        .filter_map(|s| s.parse().ok())
+                        .collect(),
+                },
+            );
+        }
+    }
+
+    /// Makes the announced borrowed addresses match the live endpoints and the node's blocks.
+    pub async fn sync_exports(&self) {
+        let Some(x) = &self.exports else { return };
+        let own = x.own_blocks.lock().await.clone();
+        let want: std::collections::BTreeSet<IpNet> = self
+            .endpoints
+            .lock()
+            .await
+            .values()
+            .filter(|e| e.host_ifname.is_some())
+            .flat_map(|e| e.addresses.iter().copied())
+            .filter(|a| !own.iter().any(|b| b.contains(a)))
+            .collect();
+        let mut announced = x.announced.lock().await;
+        for gone in announced.difference(&want) {
+            let _ = x.speaker.withdraw(*gone);
+        }
+        for new in want.difference(&announced) {
+            info!(address = %new, "announcing a borrowed address");
+            let _ = x.speaker.originate(*new, None);
+        }
+        *announced = want;
     }
 
     fn identity(&self, a: &Attachment) -> (String, String) {
@@ -320,6 +405,7 @@ impl Handler for LocalAgent {
                 addresses,
             },
         );
+        self.sync_exports().await;
         Ok(Done {
             detail: format!("routes via {} programmed", req.host_ifname),
         })
@@ -353,6 +439,7 @@ impl Handler for LocalAgent {
         if let Some(host) = &host {
             self.sysctls.lock().await.forget_interface(host);
         }
+        self.sync_exports().await;
         match self.weps.delete(Some(&namespace), &wep_name, None).await {
             Ok(()) | Err(margay_datastore::Error::NotFound(_)) => {}
             Err(e) => return Err(datastore_error("cannot delete the WorkloadEndpoint", e)),

@@ -71,13 +71,13 @@ async fn restore_endpoints(
     node: &str,
     routes: &mut RouteDriver,
     sysctls: &mut SysctlDriver,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Vec<WorkloadEndpoint>> {
     let (weps, _) = Typed::<WorkloadEndpoint>::new(Arc::clone(ds))
         .list(None)
         .await
         .context("cannot list WorkloadEndpoints")?;
-    let mut n = 0;
-    for w in weps.iter().filter(|w| w.spec.node == node) {
+    let weps: Vec<WorkloadEndpoint> = weps.into_iter().filter(|w| w.spec.node == node).collect();
+    for w in &weps {
         let nets: Vec<IpNet> = w
             .spec
             .ip_networks
@@ -91,10 +91,9 @@ async fn restore_endpoints(
         sysctls.set(interface_sysctls(&w.spec.interface_name, v4, v6));
         for net in nets {
             routes.set(net, RouteTarget::Device(w.spec.interface_name.clone()));
-            n += 1;
         }
     }
-    Ok(n)
+    Ok(weps)
 }
 
 /// When the dataplane was last known to be in sync with the desired state.
@@ -119,6 +118,7 @@ async fn follow_affinities(
     node: String,
     speaker: Option<margay_bgp::Speaker>,
     own_blocks: Arc<Mutex<BTreeSet<IpNet>>>,
+    agent: Arc<LocalAgent>,
     routes: Arc<Mutex<RouteDriver>>,
     sysctls: Arc<Mutex<SysctlDriver>>,
     readiness: Readiness,
@@ -166,6 +166,7 @@ async fn follow_affinities(
             }
             *own = now;
         }
+        agent.sync_exports().await;
         let mut r = routes.lock().await;
         let stale: Vec<IpNet> = r
             .desired()
@@ -231,7 +232,7 @@ pub async fn run_node(
     let mut sysctls = SysctlDriver::new();
     sysctls.set(node_sysctls(true));
     let restored = restore_endpoints(&ds, &node, &mut routes, &mut sysctls).await?;
-    info!(node = %node, endpoints = restored, datastore = %ds.describe(), "starting");
+    info!(node = %node, endpoints = restored.len(), datastore = %ds.describe(), "starting");
     let routes = Arc::new(Mutex::new(routes));
     let sysctls = Arc::new(Mutex::new(sysctls));
 
@@ -276,20 +277,28 @@ pub async fn run_node(
     .await?;
 
     let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
-    let agent = Arc::new(LocalAgent::new(
-        &node,
-        ipam.node(&node, BTreeMap::new()),
-        Arc::clone(&ds),
-        Arc::clone(&routes),
-        Arc::clone(&sysctls),
-        readiness.clone(),
-    ));
+    let agent = Arc::new(
+        LocalAgent::new(
+            &node,
+            ipam.node(&node, BTreeMap::new()),
+            Arc::clone(&ds),
+            Arc::clone(&routes),
+            Arc::clone(&sysctls),
+            readiness.clone(),
+        )
+        .with_exports(speaker.clone(), Arc::clone(&own_blocks)),
+    );
+    agent.restore(&restored).await;
     let listener = server::bind(&config.socket)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let api = tokio::spawn(server::serve(listener, agent, stopped(stop_rx.clone())));
+    let api = tokio::spawn(server::serve(
+        listener,
+        Arc::clone(&agent) as Arc<dyn crate::localapi::Handler>,
+        stopped(stop_rx.clone()),
+    ));
 
     for port in [config.health_port, config.metrics_port] {
         if port == 0 {
@@ -312,6 +321,7 @@ pub async fn run_node(
         node.clone(),
         Some(speaker.clone()),
         own_blocks,
+        Arc::clone(&agent),
         Arc::clone(&routes),
         Arc::clone(&sysctls),
         readiness.clone(),

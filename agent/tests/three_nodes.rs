@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use margay_agent::localapi::proto::*;
-use margay_api::{IPPool, IPPoolSpec};
+use margay_api::{IPAMConfig, IPAMConfigSpec, IPPool, IPPoolSpec};
 use margay_datastore::{Datastore, Etcd, EtcdConfig, Typed};
 use margay_harness::fixtures::Etcd as EtcdServer;
 use margay_harness::{Bridge, Netns};
@@ -53,59 +53,98 @@ fn nodes_status(ns: &Netns, endpoint: String) -> Option<(u32, u32)> {
     .flatten()
 }
 
+/// Nodes on one bridge with etcd in an infra namespace, an agent on each.
+struct Cluster {
+    _bridge: Bridge,
+    _infra: Netns,
+    _etcd: EtcdServer,
+    endpoint: String,
+    nodes: Vec<Netns>,
+    agents: Vec<margay_harness::Daemon>,
+    clients: Vec<margay_agent::localapi::client::Client>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new(tag: &str, n: usize, pool: IPPool, ipam: Option<IPAMConfig>) -> Cluster {
+        let net = |s: &str| s.parse().unwrap();
+        let bridge = Bridge::new().expect("namespace (run as root)");
+        let infra = Netns::with_tag(&format!("{tag}-infra")).unwrap();
+        bridge
+            .attach(&infra, "eth0", &[net("198.18.0.254/24")])
+            .unwrap();
+        let etcd = EtcdServer::start_in(&infra, "198.18.0.254".parse().unwrap()).expect("etcd");
+        let endpoint = etcd.endpoint();
+        let nodes: Vec<Netns> = (1..=n)
+            .map(|i| Netns::with_tag(&format!("{tag}-node{i}")).unwrap())
+            .collect();
+        for (i, node) in nodes.iter().enumerate() {
+            bridge
+                .attach(node, "eth0", &[net(&format!("198.18.0.{}/24", 11 + i))])
+                .unwrap();
+            node.exec(&["ip", "route", "add", "default", "via", "198.18.0.254"])
+                .unwrap();
+        }
+        let ep = endpoint.clone();
+        nodes[0]
+            .block_on(async move {
+                let ds: Arc<dyn Datastore> = Arc::new(
+                    Etcd::connect(&EtcdConfig {
+                        endpoints: vec![ep],
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap(),
+                );
+                Typed::<IPPool>::new(Arc::clone(&ds))
+                    .create(&pool)
+                    .await
+                    .unwrap();
+                if let Some(c) = ipam {
+                    Typed::<IPAMConfig>::new(ds).create(&c).await.unwrap();
+                }
+            })
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut agents = Vec::new();
+        let mut clients = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let config = agent_config(dir.path(), &format!("node-{}", i + 1), &endpoint);
+            let a = start_agent(node, &config, 1);
+            let c = client(&config);
+            wait_ready(&c, &a);
+            agents.push(a);
+            clients.push(c);
+        }
+        Cluster {
+            _bridge: bridge,
+            _infra: infra,
+            _etcd: etcd,
+            endpoint,
+            nodes,
+            agents,
+            clients,
+            dir,
+        }
+    }
+}
+
 #[test]
 fn pods_on_three_nodes_reach_each_other_over_bgp_learned_routes() {
-    let net = |s: &str| s.parse().unwrap();
-    let bridge = Bridge::new().expect("namespace (run as root)");
-    let infra = Netns::with_tag("3n-infra").unwrap();
-    bridge
-        .attach(&infra, "eth0", &[net("198.18.0.254/24")])
-        .unwrap();
-    let etcd = EtcdServer::start_in(&infra, "198.18.0.254".parse().unwrap()).expect("etcd");
-    let endpoint = etcd.endpoint();
-
-    let nodes: Vec<Netns> = (1..=3)
-        .map(|i| Netns::with_tag(&format!("3n-node{i}")).unwrap())
-        .collect();
-    for (i, n) in nodes.iter().enumerate() {
-        bridge
-            .attach(n, "eth0", &[net(&format!("198.18.0.{}/24", 11 + i))])
-            .unwrap();
-        n.exec(&["ip", "route", "add", "default", "via", "198.18.0.254"])
-            .unwrap();
-    }
-    let ep = endpoint.clone();
-    nodes[0]
-        .block_on(async move {
-            let ds: Arc<dyn Datastore> = Arc::new(
-                Etcd::connect(&EtcdConfig {
-                    endpoints: vec![ep],
-                    ..Default::default()
-                })
-                .await
-                .unwrap(),
-            );
-            Typed::<IPPool>::new(ds)
-                .create(&IPPool::new(
-                    "default-ipv4",
-                    IPPoolSpec::new("100.64.0.0/16"),
-                ))
-                .await
-                .unwrap();
-        })
-        .unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let mut agents = Vec::new();
-    let mut clients = Vec::new();
-    for (i, n) in nodes.iter().enumerate() {
-        let config = agent_config(dir.path(), &format!("node-{}", i + 1), &endpoint);
-        let a = start_agent(n, &config, 1);
-        let c = client(&config);
-        wait_ready(&c, &a);
-        agents.push(a);
-        clients.push(c);
-    }
+    let mut c = Cluster::new(
+        "3n",
+        3,
+        IPPool::new("default-ipv4", IPPoolSpec::new("100.64.0.0/16")),
+        None,
+    );
+    // The bridge, infra namespace and etcd live as long as `c`.
+    let (nodes, clients, dir, endpoint) = (
+        std::mem::take(&mut c.nodes),
+        std::mem::take(&mut c.clients),
+        c.dir.path().to_owned(),
+        c.endpoint.clone(),
+    );
+    let mut agents = std::mem::take(&mut c.agents);
 
     let mut pods = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
@@ -185,13 +224,13 @@ fn pods_on_three_nodes_reach_each_other_over_bgp_learned_routes() {
     let mut monitor = margay_harness::Daemon::builder("ip-monitor", "ip")
         .args(["monitor", "route"])
         .netns(&nodes[0])
-        .log_file(dir.path().join("monitor.log"))
+        .log_file(dir.join("monitor.log"))
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let before = routes(&nodes[0]);
     agents[0].stop().unwrap();
-    let config = dir.path().join("node-1.toml");
+    let config = dir.join("node-1.toml");
     agents[0] = start_agent(&nodes[0], &config, 2);
     wait_ready(&clients[0], &agents[0]);
     wait_for(
@@ -229,4 +268,81 @@ fn pods_on_three_nodes_reach_each_other_over_bgp_learned_routes() {
         .0
         .exec(&["ping", "-c", "1", "-W", "3", &pods[5].1])
         .expect("remaining pods still reach each other");
+}
+
+#[test]
+fn a_borrowed_address_is_announced_as_a_host_route_and_withdrawn_with_its_pod() {
+    // A /29 pool of two /30 blocks, one block per node: node-1's fifth pod borrows from node-2.
+    let mut spec = IPPoolSpec::new("100.64.5.0/29");
+    spec.block_size = Some(30);
+    let config = IPAMConfig::new(
+        margay_api::ipam::IPAM_CONFIG_NAME,
+        IPAMConfigSpec {
+            strict_affinity: false,
+            auto_allocate_blocks: true,
+            max_blocks_per_host: 1,
+        },
+    );
+    let c = Cluster::new("bw", 2, IPPool::new("tiny", spec), Some(config));
+    // node-2 claims its block first.
+    let p2 = Netns::with_tag("bw-p2").unwrap();
+    let ip2 = wire_pod(&c.clients[1], &c.nodes[1], &p2, "pod-2", "mgytestbw2pod00");
+    let mut pods = Vec::new();
+    for j in 0..5 {
+        let ns = Netns::with_tag(&format!("bw-p1{j}")).unwrap();
+        let ip = wire_pod(
+            &c.clients[0],
+            &c.nodes[0],
+            &ns,
+            &format!("pod-1-{j}"),
+            &format!("mgytestbw1pod{j}0"),
+        );
+        pods.push((ns, ip));
+    }
+    let block2 = routes(&c.nodes[1])
+        .lines()
+        .find(|l| l.starts_with("blackhole"))
+        .map(str::to_owned)
+        .expect("node-2's block");
+    let block2 = block2.split_whitespace().nth(1).unwrap().to_owned();
+    let b2: ipnet::IpNet = block2.parse().unwrap();
+    let (borrower_ns, borrowed) = pods
+        .iter()
+        .find(|(_, ip)| b2.contains(&ip.parse::<std::net::IpAddr>().unwrap()))
+        .expect("one of node-1's pods has an address of node-2's block");
+    wait_for(
+        "node-2 learns the borrowed /32 from node-1",
+        Duration::from_secs(60),
+        || routes(&c.nodes[1]).contains(&format!("{borrowed} via 198.18.0.11")),
+        || {
+            format!(
+                "{}\nnode-1:\n{}",
+                routes(&c.nodes[1]),
+                c.agents[0].log_tail(40)
+            )
+        },
+    );
+    borrower_ns
+        .exec(&["ping", "-c", "1", "-W", "3", &ip2])
+        .expect("the borrowed pod reaches node-2's pod");
+    p2.exec(&["ping", "-c", "1", "-W", "3", borrowed])
+        .expect("node-2's pod reaches the borrowed pod");
+
+    let name = pods
+        .iter()
+        .position(|(_, ip)| ip == borrowed)
+        .map(|j| format!("pod-1-{j}"))
+        .unwrap();
+    c.clients[0]
+        .endpoint_down(EndpointDown {
+            attachment: attachment(&name),
+        })
+        .unwrap();
+    c.clients[0].release(&format!("net.{name}")).unwrap();
+    wait_for(
+        "the borrowed /32 disappears from node-2",
+        Duration::from_secs(60),
+        || !routes(&c.nodes[1]).contains(&format!("{borrowed} via")),
+        || routes(&c.nodes[1]),
+    );
 }
