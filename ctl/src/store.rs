@@ -249,11 +249,13 @@ impl Store {
                 expected: crate::columns::scalar(rv),
             });
         }
-        if merged == existing {
-            return Ok(Applied::Unchanged);
-        }
         with_type!(kind, T => {
             let typed: T = Self::from_value(kind, &name, &merged)?;
+            // Compared as the type reads it, so that defaults left out of the document count
+            // as what they are.
+            if Self::to_value(kind, &name, &typed)? == existing {
+                return Ok(Applied::Unchanged);
+            }
             Typed::<T>::new(self.datastore())
                 .update(&typed)
                 .await
@@ -278,5 +280,105 @@ impl Store {
                 .await
                 .map_err(|e| Self::err(kind, ns, name, e))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use margay_datastore::{Key, Listing, Memory, RawWatch, Revision, Stored};
+    use serde_json::json;
+
+    use super::*;
+
+    /// A datastore where someone else changes the object between our read and our write.
+    #[derive(Debug)]
+    struct Racing {
+        inner: Memory,
+        raced: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Datastore for Racing {
+        async fn get(&self, key: &Key) -> margay_datastore::Result<Stored> {
+            let got = self.inner.get(key).await?;
+            if !self.raced.swap(true, Ordering::SeqCst) {
+                let mut theirs: Value = serde_json::from_slice(&got.value).unwrap();
+                theirs["spec"]["disabled"] = json!(true);
+                self.inner
+                    .update(key, serde_json::to_vec(&theirs).unwrap(), &got.revision)
+                    .await?;
+            }
+            Ok(got)
+        }
+        async fn list(&self, kind: &str, ns: Option<&str>) -> margay_datastore::Result<Listing> {
+            self.inner.list(kind, ns).await
+        }
+        async fn create(&self, key: &Key, value: Vec<u8>) -> margay_datastore::Result<Revision> {
+            self.inner.create(key, value).await
+        }
+        async fn update(
+            &self,
+            key: &Key,
+            value: Vec<u8>,
+            expected: &Revision,
+        ) -> margay_datastore::Result<Revision> {
+            self.inner.update(key, value, expected).await
+        }
+        async fn delete(
+            &self,
+            key: &Key,
+            expected: Option<&Revision>,
+        ) -> margay_datastore::Result<()> {
+            self.inner.delete(key, expected).await
+        }
+        async fn watch(&self, kind: &str, from: &Revision) -> margay_datastore::Result<RawWatch> {
+            self.inner.watch(kind, from).await
+        }
+        fn describe(&self) -> String {
+            "racing memory".into()
+        }
+    }
+
+    fn pool(nat: bool) -> Value {
+        json!({"apiVersion": "crd.margay.dev/v1", "kind": "IPPool", "metadata": {"name": "p1"},
+               "spec": {"cidr": "100.64.0.0/16", "natOutgoing": nat}})
+    }
+
+    #[tokio::test]
+    async fn a_change_between_our_read_and_our_write_is_a_conflict_not_an_overwrite() {
+        let ds = Arc::new(Racing {
+            inner: Memory::new(),
+            raced: AtomicBool::new(true),
+        });
+        let store = Store::new(ds.clone());
+        store.create(Kind::IPPool, &pool(false)).await.unwrap();
+        ds.raced.store(false, Ordering::SeqCst);
+        let err = store
+            .apply(Kind::IPPool, &pool(true), true)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+        let now = store.get(Kind::IPPool, None, "p1").await.unwrap();
+        assert_eq!(now["spec"]["disabled"], true, "their change stays");
+        assert_eq!(now["spec"]["natOutgoing"], false, "ours was not written");
+    }
+
+    #[tokio::test]
+    async fn applying_what_is_stored_writes_nothing() {
+        let store = Store::new(Arc::new(Memory::new()));
+        assert_eq!(
+            store.apply(Kind::IPPool, &pool(true), true).await.unwrap(),
+            Applied::Created
+        );
+        assert_eq!(
+            store.apply(Kind::IPPool, &pool(true), true).await.unwrap(),
+            Applied::Unchanged
+        );
+        assert_eq!(
+            store.apply(Kind::IPPool, &pool(false), true).await.unwrap(),
+            Applied::Configured
+        );
     }
 }
