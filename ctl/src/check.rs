@@ -2,6 +2,8 @@
 //! (API types accept them, as Kubernetes does, so they are caught here), the schema, defaults and
 //! validation. Every error is one line naming the document, the object, the field and the fix.
 
+use std::error::Error as _;
+
 use margay_api::validate::{FieldError, pool_overlaps};
 use margay_api::{Defaults, IPPool, Resource, Validate};
 use serde::de::DeserializeOwned;
@@ -148,8 +150,6 @@ pub fn check_doc(doc: &Doc, namespace: &str) -> Result<Checked, DocProblem> {
         value,
     })
 }
-
-use std::error::Error as _;
 
 /// Overlaps of the pools being written with each other and with the stored pools (a pool of the
 /// same name as a stored one replaces it), attributed to the documents of the new pools.

@@ -78,6 +78,12 @@ fn labels_of(v: &Value) -> BTreeMap<String, String> {
 /// Runs `get`; returns what to print on standard output. Objects asked for by name that do not
 /// exist are errors, after the ones found have been printed.
 pub async fn get(store: &Store, args: &GetArgs) -> Result<(String, Vec<StoreError>)> {
+    if args.all_namespaces && !args.names.is_empty() && args.kind.namespaced() {
+        return Err(CtlError::msg(format!(
+            "a {} is named within its namespace: give -n NAMESPACE instead of --all-namespaces",
+            args.kind
+        )));
+    }
     let ns = (!args.all_namespaces).then_some(args.namespace.as_str());
     let mut missing = Vec::new();
     let mut items = Vec::new();

@@ -41,6 +41,7 @@ fn get_of_a_missing_name_prints_the_others_and_fails() {
     let ctl = with_fixtures();
     insta::assert_snapshot!(ctl.transcript(&[
         "get ippool default-ipv4 nope",
+        "get wep node--1-k8s-web--0-eth0 -A",
         "get pods",
         "get ippool -o custom-columns=NAME",
     ]));
@@ -293,4 +294,42 @@ fn a_config_file_names_the_datastore() {
         err.contains("bad.cfg") && err.contains("etcdEndpoint"),
         "{err}"
     );
+}
+
+#[test]
+fn version_without_a_datastore_prints_the_client_and_warns() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_margayctl"))
+        .args(["version"])
+        .env("DATASTORE_TYPE", "etcdv3")
+        .env("ETCD_ENDPOINTS", "http://127.0.0.1:1")
+        .env_remove("MARGAYCTL_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.starts_with("Client Version:"), "{stdout}");
+    assert!(
+        stderr.starts_with("warning: cannot read the agents' versions"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn an_unreachable_datastore_is_a_one_line_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_margayctl"))
+        .args(["get", "ippool"])
+        .env("DATASTORE_TYPE", "etcdv3")
+        .env("ETCD_ENDPOINTS", "http://127.0.0.1:1")
+        .env_remove("MARGAYCTL_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: listing IPPool objects: datastore unavailable"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
