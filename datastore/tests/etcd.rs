@@ -8,57 +8,12 @@ use std::sync::{Arc, Mutex};
 use margay_datastore::conformance::{self, Backend};
 use margay_datastore::{Datastore, Etcd, EtcdConfig, Key};
 use margay_harness::fixtures::Etcd as EtcdServer;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-/// A loopback TCP proxy whose connections can all be cut at once.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: std::net::SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().unwrap();
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let registry = Arc::clone(&conns);
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let task = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                registry.lock().unwrap().push(task);
-            }
-        });
-        Proxy {
-            addr,
-            conns,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        for task in self.conns.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
+use margay_harness::proxy::CutProxy;
 
 /// How [`Backend::interrupt`] breaks the connections.
 enum Interruption {
     /// Cut every connection at the proxy, as a network failure does.
-    Cut(Proxy),
+    Cut(CutProxy),
     /// Stop etcd and start it again on the same data.
     Restart,
 }
@@ -87,8 +42,8 @@ impl RealEtcd {
             .unwrap()
             .expect("etcd starts (is etcd-server installed? scripts/install-deps.sh)");
         let (endpoint, how) = if proxied {
-            let proxy = Proxy::start(server.client_addr()).await;
-            (format!("http://{}", proxy.addr), Interruption::Cut(proxy))
+            let proxy = CutProxy::start(server.client_addr()).await.expect("proxy");
+            (format!("http://{}", proxy.addr()), Interruption::Cut(proxy))
         } else {
             (server.endpoint(), Interruption::Restart)
         };

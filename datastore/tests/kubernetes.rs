@@ -6,60 +6,16 @@
 //! revision gets 410 Gone. Each conformance kind is a custom resource whose CRD keeps unknown
 //! fields, created through the backend itself.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use margay_datastore::conformance::{self, Backend};
 use margay_datastore::kubernetes::{MARGAY_GROUP, api_resource};
 use margay_datastore::{Datastore, Key, Kubernetes, KubernetesConfig};
+use margay_harness::proxy::CutProxy;
 use margay_integration::apiserver::{ApiServer, Config};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-/// A loopback TCP proxy whose connections can all be cut at once.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: std::net::SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().unwrap();
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let registry = Arc::clone(&conns);
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let task = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                registry.lock().unwrap().push(task);
-            }
-        });
-        Proxy {
-            addr,
-            conns,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        for task in self.conns.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
+use tokio::net::TcpStream;
 
 /// The kinds the suite uses, and whether each is namespaced.
 const KINDS: &[(&str, bool)] = &[
@@ -76,7 +32,7 @@ const KINDS: &[(&str, bool)] = &[
 struct TestServer {
     // Field order: the client and proxy go before the server stops.
     store: Kubernetes,
-    proxy: Proxy,
+    proxy: CutProxy,
     server: ApiServer,
 }
 
@@ -85,9 +41,9 @@ impl TestServer {
         let server = ApiServer::start(Config::default())
             .await
             .expect("the test apiserver starts");
-        let proxy = Proxy::start(server.addr()).await;
+        let proxy = CutProxy::start(server.addr()).await.expect("proxy");
         let store = Kubernetes::connect(&KubernetesConfig {
-            server: Some(format!("http://{}", proxy.addr)),
+            server: Some(format!("http://{}", proxy.addr())),
             timeout: Some(Duration::from_secs(5)),
             ..Default::default()
         })

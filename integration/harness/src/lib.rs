@@ -47,6 +47,7 @@ pub mod fixtures;
 pub mod leftovers;
 mod link;
 mod netns;
+pub mod proxy;
 
 pub use cmd::Output;
 pub use daemon::{Daemon, DaemonBuilder, Ready};
