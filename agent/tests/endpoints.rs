@@ -24,6 +24,19 @@ fn attachment(handle: &str) -> Option<Attachment> {
     })
 }
 
+/// The handler of node-1 over `ds`, with drivers in the calling thread's namespace.
+fn local_agent(ds: &Arc<dyn Datastore>) -> LocalAgent {
+    let ipam = margay_ipam::Ipam::new(Arc::clone(ds));
+    LocalAgent::new(
+        "node-1",
+        ipam.node("node-1", BTreeMap::new()),
+        Arc::clone(ds),
+        Arc::new(Mutex::new(RouteDriver::new().unwrap())),
+        Arc::new(Mutex::new(SysctlDriver::new())),
+        Readiness::default(),
+    )
+}
+
 #[test]
 fn a_pod_gets_an_address_and_a_route_and_loses_both_on_delete() {
     let node = Netns::with_tag("ep-node").expect("namespace (run as root)");
@@ -55,15 +68,7 @@ fn a_pod_gets_an_address_and_a_route_and_loses_both_on_delete() {
                 ))
                 .await
                 .unwrap();
-            let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
-            let agent = LocalAgent::new(
-                "node-1",
-                ipam.node("node-1", BTreeMap::new()),
-                Arc::clone(&ds),
-                Arc::new(Mutex::new(RouteDriver::new().unwrap())),
-                Arc::new(Mutex::new(SysctlDriver::new())),
-                Readiness::default(),
-            );
+            let agent = local_agent(&ds);
             let got = agent
                 .allocate(Allocate {
                     attachment: attachment("net.c0ffee"),
@@ -185,15 +190,7 @@ fn an_exhausted_pool_is_reported_as_such() {
             .create(&IPPool::new("tiny", spec))
             .await
             .unwrap();
-        let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
-        let agent = LocalAgent::new(
-            "node-1",
-            ipam.node("node-1", BTreeMap::new()),
-            Arc::clone(&ds),
-            Arc::new(Mutex::new(RouteDriver::new().unwrap())),
-            Arc::new(Mutex::new(SysctlDriver::new())),
-            Readiness::default(),
-        );
+        let agent = local_agent(&ds);
         let mut last = None;
         for i in 0..5 {
             let req = Allocate {
