@@ -1,5 +1,5 @@
 //! The kinds `margayctl` knows, their command-line names and aliases, and dispatch from a kind to
-//! its Rust type ([`with_type!`]).
+//! its Rust type ([`crate::with_type!`]).
 
 use std::fmt;
 

@@ -333,3 +333,31 @@ fn an_unreachable_datastore_is_a_one_line_error() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn a_directory_is_applied_file_by_file_in_name_order_and_deleted_from_stdin() {
+    let ctl = Ctl::start();
+    std::fs::create_dir(ctl.path().join("conf")).unwrap();
+    ctl.write(
+        "conf/b-peer.json",
+        r#"{"apiVersion": "crd.margay.dev/v1", "kind": "BGPPeer", "metadata": {"name": "tor"},
+            "spec": {"peerIP": "198.18.0.250", "asNumber": 65000}}"#,
+    );
+    ctl.write(
+        "conf/a-pool.yaml",
+        "apiVersion: crd.margay.dev/v1\nkind: IPPool\nmetadata: {name: p1}\nspec: {cidr: 100.64.0.0/16}\n",
+    );
+    ctl.write("conf/notes.txt", "not a resource\n");
+    let out = ctl.run(&["apply", "-f", "conf"]).ok();
+    assert_eq!(
+        out.stdout,
+        "IPPool \"p1\" created\nBGPPeer \"tor\" created\n"
+    );
+    let yaml = ctl.run(&["get", "bgppeer", "tor", "-o", "yaml"]).ok().raw;
+    let out = ctl.run_with(&["delete", "-f", "-"], &yaml).ok();
+    assert_eq!(out.stdout, "BGPPeer \"tor\" deleted\n");
+    assert_eq!(
+        ctl.run(&["get", "bgppeer"]).ok().stdout,
+        "NAME   PEERIP   NODE   ASN\n"
+    );
+}
