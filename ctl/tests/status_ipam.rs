@@ -242,3 +242,33 @@ async fn ipam_configure_and_release_node() {
         "NAME   CIDR   AFFINITY\n"
     );
 }
+
+#[tokio::test]
+async fn ipam_blocks_and_usage_print_as_golden() {
+    let ctl = Ctl::start();
+    ctl.write("pool.yaml", POOL_AND_NODE);
+    ctl.run(&["apply", "-f", "pool.yaml"]).ok();
+    let blocks = margay_datastore::Typed::<margay_api::IPAMBlock>::new(ctl.datastore().await);
+    let mut owned =
+        margay_api::IPAMBlock::empty("100.64.0.0/26".parse().unwrap(), Some("node-1")).unwrap();
+    // Two addresses in use, as an allocation leaves them.
+    for ord in [0usize, 1] {
+        owned.spec.allocations[ord] = Some(0);
+        owned.spec.unallocated.retain(|o| *o != ord);
+    }
+    owned.spec.attributes = vec![margay_api::AllocationAttribute::for_pod(
+        "h1", "default", "web-0", "node-1",
+    )];
+    blocks.create(&owned).await.unwrap();
+    let free = margay_api::IPAMBlock::empty("100.64.0.64/26".parse().unwrap(), None).unwrap();
+    blocks.create(&free).await.unwrap();
+    insta::assert_snapshot!(ctl.transcript(&[
+        "get ipamblock",
+        "get ipamblocks -o wide",
+        "ipam show",
+        "ipam show --show-blocks",
+        "ipam show --ip 100.64.0.1",
+        "ipam show --ip 100.64.0.70",
+        "ipam show --ip 10.0.0.1",
+    ]));
+}
