@@ -85,3 +85,25 @@ async fn yaml_from_get_on_kubernetes_is_applied_back_unchanged_and_deleted() {
         "NAME   CIDR   SELECTOR\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_status_reads_the_same_statuses_on_kubernetes() {
+    let server = server_with_crds().await;
+    let kube = Ctl::kubernetes(&server.kubeconfig());
+    let etcd = Ctl::start();
+    let status = "apiVersion: crd.margay.dev/v1\nkind: NodeStatus\nmetadata: {name: node-2}\n\
+        spec: {node: node-2, updatePeriodSeconds: 10}\nstatus:\n  agentVersion: \"0.0.9\"\n  \
+        lastUpdated: \"2026-01-01T00:00:00Z\"\n  bgp:\n    peers:\n    - {peerIP: 198.18.0.1, type: NodeMesh, \
+        state: Established, since: \"2025-12-31T23:00:00Z\"}\n";
+    for ctl in [&kube, &etcd] {
+        ctl.run_with(&["apply", "-f", "-"], status).ok();
+    }
+    let lines = ["node status --all", "version"];
+    let on_kube = kube.transcript(&lines);
+    assert!(
+        on_kube.contains("198.18.0.1     node-to-node mesh   Established"),
+        "{on_kube}"
+    );
+    assert!(on_kube.contains("node node-2 is stale"), "{on_kube}");
+    assert_eq!(on_kube, etcd.transcript(&lines));
+}
