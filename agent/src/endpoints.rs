@@ -461,7 +461,14 @@ impl Handler for LocalAgent {
     }
 
     async fn status(&self) -> StatusReply {
-        let missing = self.readiness.missing();
+        // Pods can be set up once the datastore and dataplane are in sync; BGP sessions matter to
+        // the node's /readiness, not to whether a pod on it can be wired.
+        let missing: Vec<String> = self
+            .readiness
+            .missing()
+            .into_iter()
+            .filter(|m| m.starts_with("datastore") || m.starts_with("dataplane"))
+            .collect();
         StatusReply {
             ready: missing.is_empty(),
             reason: missing.join("; "),

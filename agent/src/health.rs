@@ -102,6 +102,11 @@ impl Readiness {
         self.lock().insert(name.to_owned(), Err(why.to_owned()));
     }
 
+    /// Whether the condition `name` is met (an undeclared condition is not).
+    pub fn is_met(&self, name: &str) -> bool {
+        matches!(self.lock().get(name), Some(Ok(())))
+    }
+
     /// The conditions not met, as `name: why` lines; empty when ready.
     pub fn missing(&self) -> Vec<String> {
         self.lock()
@@ -169,6 +174,7 @@ mod tests {
             ]
         );
         r.met("datastore");
+        assert!(r.is_met("datastore") && !r.is_met("bgp") && !r.is_met("undeclared"));
         r.met("bgp");
         assert!(r.missing().is_empty());
         r.unmet("bgp", "all sessions down");

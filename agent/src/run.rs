@@ -181,10 +181,7 @@ async fn follow_affinities(
             r.set(*cidr, RouteTarget::Blackhole);
         }
         let t = std::time::Instant::now();
-        let first = readiness
-            .missing()
-            .iter()
-            .any(|m| m.starts_with("dataplane"));
+        let first = !readiness.is_met("dataplane");
         let result = if first {
             r.resync().await
         } else {
@@ -225,6 +222,7 @@ pub async fn run_node(
     let last_sync = LastSync::default();
     readiness.declare("datastore", "waiting for the initial sync");
     readiness.declare("dataplane", "waiting for the first resync");
+    readiness.declare("bgp", "BGP sessions not checked yet");
     let metrics = Arc::new(Metrics::new());
 
     let ds = connect(&config).await?;
@@ -334,6 +332,7 @@ pub async fn run_node(
             Arc::clone(&ds),
             node.clone(),
             speaker.clone(),
+            readiness.clone(),
             move || last_sync.get(),
         ))
     };
@@ -350,7 +349,7 @@ pub async fn run_node(
             loop {
                 tick.tick().await;
                 // Never sweep before the first complete view of the datastore.
-                if !readiness.missing().is_empty() {
+                if !readiness.is_met("dataplane") {
                     continue;
                 }
                 match routes.lock().await.resync().await {

@@ -13,6 +13,8 @@ use margay_bgp::{PeerStatus, Speaker};
 use margay_datastore::{Datastore, Typed};
 use tracing::warn;
 
+use crate::health::Readiness;
+
 /// How often the status is written (the `updatePeriodSeconds` readers judge staleness by).
 pub const UPDATE_PERIOD: Duration = Duration::from_secs(10);
 
@@ -47,13 +49,13 @@ pub fn peer_status(p: &PeerStatus, now: Timestamp) -> BGPPeerStatus {
     }
 }
 
-/// Writes the status once.
+/// Writes the status once; returns (established, configured) sessions.
 pub async fn publish(
     ds: &Arc<dyn Datastore>,
     node: &str,
     speaker: &Speaker,
     last_sync: Option<Timestamp>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(u32, u32)> {
     let now = Timestamp::now();
     let peers: Vec<BGPPeerStatus> = speaker
         .peers()
@@ -65,6 +67,7 @@ pub async fn publish(
         .iter()
         .filter(|p| p.state == BGPSessionState::Established)
         .count() as u32;
+    let counts = (established, peers.len() as u32);
     let status = NodeStatusStatus {
         agent_version: Some(env!("CARGO_PKG_VERSION").into()),
         last_dataplane_sync: last_sync.map(Time),
@@ -83,7 +86,7 @@ pub async fn publish(
     let mut obj = NodeStatus::new(node, spec);
     obj.status = Some(status.clone());
     match typed.create(&obj).await {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(counts),
         Err(margay_datastore::Error::AlreadyExists(_)) => {
             typed
                 .update_with(None, node, 5, |s| {
@@ -91,7 +94,7 @@ pub async fn publish(
                     Ok(true)
                 })
                 .await?;
-            Ok(())
+            Ok(counts)
         }
         Err(e) => Err(e.into()),
     }
@@ -103,13 +106,20 @@ pub async fn run(
     ds: Arc<dyn Datastore>,
     node: String,
     speaker: Speaker,
+    readiness: Readiness,
     last_sync: impl Fn() -> Option<Timestamp>,
 ) {
     let mut tick = tokio::time::interval(UPDATE_PERIOD);
     loop {
         tick.tick().await;
-        if let Err(e) = publish(&ds, &node, &speaker, last_sync()).await {
-            warn!(error = %e, "cannot publish NodeStatus");
+        match publish(&ds, &node, &speaker, last_sync()).await {
+            // Ready when every configured session is up (a node with no peers is).
+            Ok((up, all)) if up == all => readiness.met("bgp"),
+            Ok((up, all)) => readiness.unmet(
+                "bgp",
+                &format!("{} of {all} BGP sessions not established", all - up),
+            ),
+            Err(e) => warn!(error = %e, "cannot publish NodeStatus"),
         }
     }
 }

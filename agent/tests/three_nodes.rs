@@ -219,6 +219,23 @@ fn pods_on_three_nodes_reach_each_other_over_bgp_learned_routes() {
         || format!("{:?}", established()),
     );
 
+    // ... and its /readiness says ready once every mesh session is up.
+    wait_for(
+        "node-1's /readiness answers 200",
+        Duration::from_secs(30),
+        || {
+            nodes[0]
+                .exec(&["curl", "-sf", "http://127.0.0.1:9099/readiness"])
+                .is_ok()
+        },
+        || {
+            format!(
+                "{:?}",
+                nodes[0].exec(&["curl", "-s", "http://127.0.0.1:9099/readiness"])
+            )
+        },
+    );
+
     // Restarting node-1's agent keeps its learned routes in place: no route of node-1 is
     // deleted or rewritten while the old agent stops and the new one converges.
     let mut monitor = margay_harness::Daemon::builder("ip-monitor", "ip")
