@@ -58,6 +58,14 @@ fn desired() -> BTreeMap<IpNet, RouteTarget> {
     ])
 }
 
+/// A driver that has programmed [`desired`] in the calling thread's namespace.
+async fn programmed() -> RouteDriver {
+    let mut d = RouteDriver::new().unwrap();
+    d.replace_all(desired());
+    d.resync().await.unwrap();
+    d
+}
+
 fn ip(ns: &Netns, args: &[&str]) -> String {
     let mut argv = vec!["ip"];
     argv.extend_from_slice(args);
@@ -93,13 +101,7 @@ fn routes_are_programmed_with_our_protocol_and_read_back() {
 #[test]
 fn resync_repairs_tampering_and_leaves_foreign_routes_alone() {
     let n = node();
-    n.node
-        .block_on(async {
-            let mut d = RouteDriver::new().unwrap();
-            d.replace_all(desired());
-            d.resync().await.unwrap();
-        })
-        .unwrap();
+    n.node.block_on(programmed()).unwrap();
     // Behind the agent's back: a pod route deleted, a block re-pointed, a stale route of ours,
     // and an operator's static route that is none of our business.
     ip(&n.node, &["route", "del", "100.64.0.5/32", "proto", "80"]);
@@ -152,9 +154,7 @@ fn removed_routes_leave_the_kernel_whatever_their_type() {
     let n = node();
     n.node
         .block_on(async {
-            let mut d = RouteDriver::new().unwrap();
-            d.replace_all(desired());
-            d.resync().await.unwrap();
+            let mut d = programmed().await;
             d.replace_all(BTreeMap::new());
             let report = d.apply().await.unwrap();
             assert_eq!((report.removed, report.failed.len()), (6, 0), "{report:?}");
