@@ -299,12 +299,24 @@ impl Handler for LocalAgent {
                 ip_addrs: (!ip_addrs.is_empty()).then_some(ip_addrs),
             },
         };
-        let got = self
+        // A repeated ADD (the runtime retried, or the plugin crashed after allocating) gets what
+        // the handle already holds, never a second set of addresses.
+        let held = self
             .ipam
-            .auto_assign_with(&args)
+            .ipam()
+            .addresses_of(&a.handle_id)
             .await
             .map_err(ipam_error)?;
-        let addresses: Vec<IpNet> = got.ips().into_iter().map(host_net).collect();
+        let addresses: Vec<IpNet> = if held.is_empty() {
+            let got = self
+                .ipam
+                .auto_assign_with(&args)
+                .await
+                .map_err(ipam_error)?;
+            got.ips().into_iter().map(host_net).collect()
+        } else {
+            held.into_iter().map(host_net).collect()
+        };
         let (namespace, wep_name) = self.identity(&a);
         self.endpoints.lock().await.insert(
             a.handle_id.clone(),

@@ -79,6 +79,16 @@ fn a_pod_gets_an_address_and_a_route_and_loses_both_on_delete() {
                 .unwrap();
             assert_eq!(got.addresses.len(), 1);
             let cidr = got.addresses[0].clone();
+            // A repeated ADD gets the same address.
+            let again = agent
+                .allocate(Allocate {
+                    attachment: attachment("net.c0ffee"),
+                    num_v4: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(again.addresses, got.addresses);
             assert!(
                 cidr.starts_with("100.64.0.") && cidr.ends_with("/32"),
                 "{cidr}"
