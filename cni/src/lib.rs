@@ -8,4 +8,6 @@
 
 pub mod error;
 pub mod naming;
+pub mod plugin;
 pub mod version;
+pub mod veth;

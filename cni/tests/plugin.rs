@@ -1,0 +1,278 @@
+//! The real plugin binary against a real agent: ADD, a repeated ADD, CHECK, DEL (twice, and
+//! after the pod's namespace is gone), STATUS and GC, in network namespaces with etcd in an
+//! infra namespace.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use margay_api::{IPPool, IPPoolSpec};
+use margay_datastore::{Datastore, Etcd, EtcdConfig, Typed};
+use margay_harness::fixtures::Etcd as EtcdServer;
+use margay_harness::{Daemon, Netns, Ready};
+use serde_json::{Value, json};
+
+fn agent_binary() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_margay-cni")).with_file_name("margay-node");
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace's binaries (cargo build -p margay-agent)",
+        p.display()
+    );
+    p
+}
+
+struct Setup {
+    _infra: Netns,
+    node: Netns,
+    _etcd: EtcdServer,
+    agent: Daemon,
+    dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let net = |s: &str| s.parse().unwrap();
+    let infra = Netns::with_tag("cni-infra").expect("namespace (run as root)");
+    let node = Netns::with_tag("cni-node").unwrap();
+    infra
+        .connect(
+            "eth0",
+            &[net("198.18.0.254/24")],
+            &node,
+            "eth0",
+            &[net("198.18.0.11/24")],
+        )
+        .unwrap();
+    node.exec(&["ip", "route", "add", "default", "via", "198.18.0.254"])
+        .unwrap();
+    let etcd = EtcdServer::start_in(&infra, "198.18.0.254".parse().unwrap()).expect("etcd");
+    let ep = etcd.endpoint();
+    node.block_on(async move {
+        let ds: Arc<dyn Datastore> = Arc::new(
+            Etcd::connect(&EtcdConfig {
+                endpoints: vec![ep],
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
+        );
+        Typed::<IPPool>::new(ds)
+            .create(&IPPool::new(
+                "default-ipv4",
+                IPPoolSpec::new("100.64.0.0/16"),
+            ))
+            .await
+            .unwrap();
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_name = \"node-1\"\nsocket = \"{}\"\n[datastore]\netcd_endpoints = [\"{}\"]\n",
+            dir.path().join("agent.sock").display(),
+            etcd.endpoint()
+        ),
+    )
+    .unwrap();
+    let agent = Daemon::builder("margay-node", agent_binary())
+        .args(["--config", config.to_str().unwrap()])
+        .netns(&node)
+        .log_file(dir.path().join("agent.log"))
+        .ready(Ready::File(dir.path().join("agent.sock")))
+        .timeout(Duration::from_secs(30))
+        .spawn()
+        .expect("margay-node starts");
+    let s = Setup {
+        _infra: infra,
+        node,
+        _etcd: etcd,
+        agent,
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while plugin(&s, "STATUS", "", None, &conf(&s, None)).0 != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never became ready: {}",
+            s.agent.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s
+}
+
+fn conf(s: &Setup, prev: Option<&Value>) -> Value {
+    let mut c = json!({
+        "cniVersion": "1.0.0",
+        "name": "margay-test",
+        "type": "margay-cni",
+        "agent_socket": s.dir.path().join("agent.sock"),
+        "runtimeConfig": {"ignored": true},
+    });
+    if let Some(p) = prev {
+        c["prevResult"] = p.clone();
+    }
+    c
+}
+
+/// Runs the plugin inside the node namespace; returns (exit code, stdout as JSON or Null).
+fn plugin(
+    s: &Setup,
+    cmd: &str,
+    container: &str,
+    netns: Option<&Netns>,
+    conf: &Value,
+) -> (i32, Value) {
+    let mut c = s.node.command(env!("CARGO_BIN_EXE_margay-cni"));
+    c.env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/nonexistent")
+        .env(
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0",
+        )
+        .env(
+            "CNI_NETNS",
+            netns
+                .map(|n| n.path().display().to_string())
+                .unwrap_or_default(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), json)
+}
+
+fn routes(s: &Setup) -> String {
+    s.node
+        .exec(&["ip", "route", "show", "proto", "80"])
+        .unwrap()
+        .stdout
+}
+
+#[test]
+fn add_check_del_round_trip_with_a_real_agent() {
+    let s = setup();
+    let pod = Netns::with_tag("cni-pod").unwrap();
+    let (code, res) = plugin(&s, "ADD", "c1", Some(&pod), &conf(&s, None));
+    assert_eq!(code, 0, "ADD failed: {res}\n{}", s.agent.log_tail(20));
+    let addr = res["ips"][0]["address"].as_str().unwrap().to_owned();
+    let ip = addr.trim_end_matches("/32").to_owned();
+    assert!(addr.ends_with("/32"), "{res}");
+    assert_eq!(res["interfaces"][1]["name"], "eth0");
+    assert_eq!(res["interfaces"][0]["mac"], "ee:ee:ee:ee:ee:ee");
+    let in_pod = pod
+        .exec(&["ip", "-4", "addr", "show", "dev", "eth0"])
+        .unwrap()
+        .stdout;
+    assert!(in_pod.contains(&addr), "{in_pod}");
+    // Reachable the moment ADD returned.
+    s.node
+        .exec(&["ping", "-c", "1", "-W", "2", &ip])
+        .expect("node reaches the pod");
+
+    // A repeated ADD gives the same result.
+    let (code, again) = plugin(&s, "ADD", "c1", Some(&pod), &conf(&s, None));
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(again["ips"], res["ips"]);
+
+    assert_eq!(
+        plugin(&s, "CHECK", "c1", Some(&pod), &conf(&s, Some(&res))).0,
+        0
+    );
+    pod.exec(&["ip", "addr", "del", &addr, "dev", "eth0"])
+        .unwrap();
+    let (code, err) = plugin(&s, "CHECK", "c1", Some(&pod), &conf(&s, Some(&res)));
+    assert_ne!(code, 0, "CHECK must notice the missing address");
+    assert!(
+        err["msg"].as_str().unwrap_or("").contains("missing"),
+        "{err}"
+    );
+
+    assert_eq!(
+        plugin(&s, "DEL", "c1", Some(&pod), &conf(&s, Some(&res))).0,
+        0
+    );
+    assert!(!routes(&s).contains(&format!("{ip} dev")), "{}", routes(&s));
+    assert!(
+        pod.exec(&["ip", "link", "show", "eth0"]).is_err(),
+        "the pod side is gone"
+    );
+    let (code, err) = plugin(&s, "DEL", "c1", Some(&pod), &conf(&s, None));
+    assert_eq!(code, 0, "a second DEL succeeds: {err}");
+}
+
+#[test]
+fn del_succeeds_after_the_pod_namespace_is_gone_and_gc_and_version_answer() {
+    let s = setup();
+    let pod = Netns::with_tag("cni-gone").unwrap();
+    let (code, res) = plugin(&s, "ADD", "c2", Some(&pod), &conf(&s, None));
+    assert_eq!(code, 0, "{res}");
+    drop(pod);
+    let (code, err) = plugin(&s, "DEL", "c2", None, &conf(&s, None));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        routes(&s)
+            .lines()
+            .filter(|l| l.contains(" dev mgy"))
+            .count(),
+        0,
+        "{}",
+        routes(&s)
+    );
+
+    let (code, v) = plugin(&s, "VERSION", "", None, &conf(&s, None));
+    assert_eq!((code, v["cniVersion"].as_str()), (0, Some("1.1.0")));
+
+    let pod = Netns::with_tag("cni-gc").unwrap();
+    assert_eq!(plugin(&s, "ADD", "c3", Some(&pod), &conf(&s, None)).0, 0);
+    let mut gc = conf(&s, None);
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let (code, err) = plugin(&s, "GC", "", None, &gc);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        routes(&s)
+            .lines()
+            .filter(|l| l.contains(" dev mgy"))
+            .count(),
+        0,
+        "GC removed the stale attachment: {}",
+        routes(&s)
+    );
+}
+
+#[test]
+fn status_without_an_agent_is_unavailable_in_the_requested_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = json!({"cniVersion": "0.4.0", "name": "n", "type": "margay-cni", "agent_socket": dir.path().join("none.sock")});
+    let mut c = Command::new(env!("CARGO_BIN_EXE_margay-cni"));
+    c.env("CNI_COMMAND", "STATUS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!out.status.success());
+    assert_eq!(err["code"], 50);
+    assert_eq!(err["cniVersion"], "0.4.0");
+}
