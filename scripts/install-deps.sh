@@ -13,6 +13,9 @@ PACKAGES=(
     iproute2 iptables ipset nftables iputils-ping procps kmod
     # real peers and datastore for interop and end-to-end tests
     etcd-server etcd-client bird2 gobgpd frr
+    # real CNI clients (shared/tools/cni-clients): libcni's cnitool is built from these
+    golang-go golang-github-appc-cni-dev containernetworking-plugins
+    podman runc conmon busybox-static containerd python3-grpcio
     # scripts and manifest validation
     python3 python3-venv jq curl ca-certificates openssl
 )

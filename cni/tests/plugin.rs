@@ -276,3 +276,84 @@ fn status_without_an_agent_is_unavailable_in_the_requested_version() {
     assert_eq!(err["code"], 50);
     assert_eq!(err["cniVersion"], "0.4.0");
 }
+
+/// The shared tools folder (`MARGAY_SHARED`, default `../shared` beside the checkout).
+fn shared() -> PathBuf {
+    std::env::var("MARGAY_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")))
+}
+
+/// Runs one of the real CNI client scripts of `shared/tools/cni-clients` against the plugin,
+/// with the agent's namespace as the host side.
+fn real_client(script: &str, chained: bool) {
+    let s = setup();
+    let tools = shared().join("tools/cni-clients");
+    assert!(
+        tools.exists(),
+        "{} not found: set MARGAY_SHARED to the shared/ checkout",
+        tools.display()
+    );
+    let mut plugins = vec![
+        json!({"type": "margay-cni", "agent_socket": s.dir.path().join("agent.sock"), "mtu": 1400}),
+    ];
+    if chained {
+        // As the shared example chain: the reference bandwidth plugin's CHECK needs static rates.
+        plugins.push(json!({"type": "tuning", "mtu": 1400, "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}}));
+        plugins
+            .push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
+        plugins.push(json!({"type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 800000, "egressRate": 8000000, "egressBurst": 800000}));
+    }
+    let list = json!({"cniVersion": "1.0.0", "name": "margay-test", "plugins": plugins});
+    let path = s.dir.path().join("10-margay.conflist");
+    std::fs::write(&path, serde_json::to_string_pretty(&list).unwrap()).unwrap();
+    let plugin_dir = PathBuf::from(env!("CARGO_BIN_EXE_margay-cni"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let out = Command::new("timeout")
+        .arg("600")
+        .arg(tools.join(script))
+        .arg(&plugin_dir)
+        .arg(&path)
+        .env("HOST_NETNS", s.node.name())
+        .env("HOST_ADDR", "198.18.0.11")
+        .output()
+        .expect("the client script runs");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{text}\nagent:\n{}",
+        s.agent.log_tail(30)
+    );
+    assert!(
+        routes(&s).lines().all(|l| !l.contains(" dev mgy")),
+        "routes left behind: {}",
+        routes(&s)
+    );
+}
+
+// One test per client, each alone and chained. The clients' packages come from
+// scripts/install-deps.sh, so the scripts' own first-run installs never race each other.
+
+#[test]
+fn libcni_through_cnitool_runs_the_whole_lifecycle_alone_and_chained() {
+    real_client("cnitool.sh", false);
+    real_client("cnitool.sh", true);
+}
+
+#[test]
+fn podman_with_its_cni_backend_runs_containers_alone_and_chained() {
+    real_client("podman.sh", false);
+    real_client("podman.sh", true);
+}
+
+#[test]
+fn containerd_cri_runs_pod_sandboxes_alone_and_chained() {
+    real_client("containerd.sh", false);
+    real_client("containerd.sh", true);
+}
