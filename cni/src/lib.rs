@@ -7,6 +7,7 @@
 //! versions it speaks, how errors are reported, and how host-side interfaces are named.
 
 pub mod error;
+pub mod install;
 pub mod naming;
 pub mod plugin;
 pub mod version;

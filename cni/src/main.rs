@@ -69,10 +69,68 @@ fn run(command: &str) -> Result<Option<Value>, (CniError, String)> {
         "STATUS" => plugin::status(&conf).map(|()| None),
         _ => plugin::gc(&conf, &raw).map(|()| None),
     };
+    plugin::log(
+        &conf,
+        &env,
+        command,
+        &res.as_ref().map(|_| ()).map_err(ToString::to_string),
+    );
     res.map_err(|e| (e, v))
 }
 
+/// `margay-cni install [--bin-dir D] [--conf-dir D] [--network N] [--agent-socket P] [--mtu M]`.
+fn install(args: &[String]) -> ExitCode {
+    let mut i = margay_cni::install::Install {
+        binary: std::env::current_exe().unwrap_or_else(|_| "margay-cni".into()),
+        bin_dir: "/opt/cni/bin".into(),
+        conf_dir: "/etc/cni/net.d".into(),
+        network: "k8s-pod-network".into(),
+        agent_socket: margay_cni::plugin::DEFAULT_SOCKET.into(),
+        mtu: None,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let Some(value) = it.next() else {
+            eprintln!("margay-cni install: {flag} needs a value");
+            return ExitCode::from(2);
+        };
+        match flag.as_str() {
+            "--bin-dir" => i.bin_dir = value.into(),
+            "--conf-dir" => i.conf_dir = value.into(),
+            "--network" => i.network = value.clone(),
+            "--agent-socket" => i.agent_socket = value.into(),
+            "--mtu" => match value.parse() {
+                Ok(m) => i.mtu = Some(m),
+                Err(_) => {
+                    eprintln!("margay-cni install: --mtu {value:?} is not a number");
+                    return ExitCode::from(2);
+                }
+            },
+            other => {
+                eprintln!(
+                    "margay-cni install: unknown flag {other:?}; use --bin-dir, --conf-dir, --network, --agent-socket or --mtu"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match i.run() {
+        Ok((bin, conf)) => {
+            println!("installed {} and {}", bin.display(), conf.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("margay-cni install: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("install") {
+        return install(&args[1..]);
+    }
     let result = match std::env::var("CNI_COMMAND") {
         Ok(cmd) => run(&cmd),
         Err(_) => Err((

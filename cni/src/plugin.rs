@@ -34,6 +34,9 @@ pub struct NetConf {
     /// The agent's socket.
     #[serde(default)]
     pub agent_socket: Option<PathBuf>,
+    /// A file the plugin appends one line per call to (stdout belongs to the result).
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
     /// Address settings.
     #[serde(default)]
     pub ipam: IpamConf,
@@ -374,4 +377,35 @@ pub fn gc(conf: &NetConf, raw: &Value) -> Result<(), CniError> {
         })
         .map(|_| ())
         .map_err(agent_error)
+}
+
+/// Appends one line about a call to the configured log file (best effort: logging never fails a
+/// call).
+pub fn log(conf: &NetConf, env: &Env, command: &str, outcome: &Result<(), String>) {
+    let Some(path) = &conf.log_file else { return };
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let what = match outcome {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => format!("error: {e}"),
+    };
+    let line = format!(
+        "{secs} container={} netns={} ifname={} command={command} {what}\n",
+        env.container_id,
+        env.netns
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        env.ifname
+    );
+    use std::io::Write as _;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
 }

@@ -111,6 +111,7 @@ fn conf(s: &Setup, prev: Option<&Value>) -> Value {
         "name": "margay-test",
         "type": "margay-cni",
         "agent_socket": s.dir.path().join("agent.sock"),
+        "log_file": s.dir.path().join("cni.log"),
         "runtimeConfig": {"ignored": true},
     });
     if let Some(p) = prev {
@@ -214,6 +215,78 @@ fn add_check_del_round_trip_with_a_real_agent() {
     );
     let (code, err) = plugin(&s, "DEL", "c1", Some(&pod), &conf(&s, None));
     assert_eq!(code, 0, "a second DEL succeeds: {err}");
+    let log = std::fs::read_to_string(s.dir.path().join("cni.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("container=c1") && l.contains("command=ADD ok")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("command=CHECK error: address")),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_add_that_fails_half_way_leaves_nothing_behind() {
+    let s = setup();
+    let pod = Netns::with_tag("cni-half").unwrap();
+    // The pod side cannot take this name (longer than IFNAMSIZ): the veth exists by then.
+    let mut c = s.node.command(env!("CARGO_BIN_EXE_margay-cni"));
+    c.env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "c9")
+        .env("CNI_IFNAME", "a-name-far-too-long")
+        .env("CNI_NETNS", pod.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf(&s, None).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "ADD with an impossible interface name must fail"
+    );
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        err["msg"].as_str().unwrap().contains("a-name-far-too-long"),
+        "{err}"
+    );
+    let links = s.node.exec(&["ip", "-o", "link", "show"]).unwrap().stdout;
+    // (`mgyt-…` is the harness's namespace names, shown as link-netns; our veths are `: mgy`.)
+    assert!(
+        !links.contains(": mgy"),
+        "a veth was left on the host side: {links}"
+    );
+    assert!(!routes(&s).contains(" dev mgy"), "{}", routes(&s));
+    // The address went back: the handle holds nothing.
+    let ep = s._etcd.endpoint();
+    let held = s
+        .node
+        .block_on(async move {
+            let ds: Arc<dyn Datastore> = Arc::new(
+                Etcd::connect(&EtcdConfig {
+                    endpoints: vec![ep],
+                    ..Default::default()
+                })
+                .await
+                .unwrap(),
+            );
+            margay_ipam::Ipam::new(ds)
+                .addresses_of("margay-test.c9")
+                .await
+                .unwrap()
+        })
+        .unwrap();
+    assert!(
+        held.is_empty(),
+        "the address of the failed ADD is still held: {held:?}"
+    );
 }
 
 #[test]
