@@ -58,13 +58,16 @@ fn setup() -> Setup {
             .await
             .unwrap(),
         );
-        Typed::<IPPool>::new(ds)
-            .create(&IPPool::new(
-                "default-ipv4",
-                IPPoolSpec::new("100.64.0.0/16"),
-            ))
-            .await
-            .unwrap();
+        let pools = Typed::<IPPool>::new(ds);
+        for (name, cidr) in [
+            ("default-ipv4", "100.64.0.0/16"),
+            ("default-ipv6", "fd00:100:64::/112"),
+        ] {
+            pools
+                .create(&IPPool::new(name, IPPoolSpec::new(cidr)))
+                .await
+                .unwrap();
+        }
     })
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -429,4 +432,70 @@ fn podman_with_its_cni_backend_runs_containers_alone_and_chained() {
 fn containerd_cri_runs_pod_sandboxes_alone_and_chained() {
     real_client("containerd.sh", false);
     real_client("containerd.sh", true);
+}
+
+#[test]
+fn a_dual_stack_pod_gets_both_families_and_is_reachable_over_both() {
+    let s = setup();
+    s.node
+        .exec(&[
+            "ip",
+            "addr",
+            "add",
+            "fd00:198:18::11/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .unwrap();
+    let pod = Netns::with_tag("cni-dual").unwrap();
+    let mut c = conf(&s, None);
+    c["ipam"] = json!({"assign_ipv4": true, "assign_ipv6": true});
+    let (code, res) = plugin(&s, "ADD", "c6", Some(&pod), &c);
+    assert_eq!(code, 0, "{res}\n{}", s.agent.log_tail(20));
+    let addrs: Vec<String> = res["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["address"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(addrs.len(), 2, "{res}");
+    let v6 = addrs
+        .iter()
+        .find(|a| a.contains(':'))
+        .expect("an IPv6 address")
+        .trim_end_matches("/128")
+        .to_owned();
+    assert!(v6.starts_with("fd00:100:64:"), "{v6}");
+    assert!(
+        res["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "::/0"),
+        "{res}"
+    );
+    let route = pod
+        .exec(&["ip", "-6", "route", "show", "default"])
+        .unwrap()
+        .stdout;
+    assert!(
+        route.contains("via fe80::ecee:eeff:feee:eeee dev eth0"),
+        "{route}"
+    );
+    // The pod's address may be tentative (duplicate address detection) for a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s
+        .node
+        .exec(&["ping", "-6", "-c", "1", "-W", "1", &v6])
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node cannot reach the pod over IPv6: {}",
+            routes(&s)
+        );
+    }
+    assert_eq!(plugin(&s, "DEL", "c6", Some(&pod), &c).0, 0);
+    assert!(!routes(&s).contains(&v6), "{}", routes(&s));
 }
