@@ -231,21 +231,34 @@ impl LocalAgent {
         addresses: &[IpNet],
         host_ifname: Option<&str>,
     ) -> Result<(), ApiError> {
-        let mut routes = self.routes.lock().await;
-        for a in addresses {
-            match host_ifname {
-                Some(dev) => routes.set(*a, RouteTarget::Device(dev.to_owned())),
-                None => routes.remove(a),
+        // Group commit: state what this endpoint needs, let go of the lock, then apply. Calls
+        // that queue up meanwhile add theirs, so one batch to the kernel carries many pods and
+        // the later calls find their routes written already.
+        {
+            let mut routes = self.routes.lock().await;
+            for a in addresses {
+                match host_ifname {
+                    Some(dev) => routes.set(*a, RouteTarget::Device(dev.to_owned())),
+                    None => routes.remove(a),
+                }
             }
         }
+        let mut routes = self.routes.lock().await;
         let report = routes.apply().await.map_err(|e| {
             ApiError::new(ErrorKind::Internal, format!("cannot program routes: {e}"))
         })?;
-        let ours: Vec<String> = report
-            .failed
+        let want = host_ifname.map(|dev| RouteTarget::Device(dev.to_owned()));
+        let ours: Vec<String> = addresses
             .iter()
-            .filter(|(dst, _)| addresses.contains(dst))
-            .map(|(d, e)| format!("{d}: {e}"))
+            .filter(|a| routes.applied(a) != want.as_ref())
+            .map(|a| {
+                let why = report
+                    .failed
+                    .iter()
+                    .find(|(d, _)| d == a)
+                    .map_or("not applied", |(_, e)| e.as_str());
+                format!("{a}: {why}")
+            })
             .collect();
         if ours.is_empty() {
             Ok(())

@@ -188,6 +188,11 @@ impl RouteDriver {
             .replace_desired(routes.into_iter().map(|(k, v)| (k.trunc(), v)).collect());
     }
 
+    /// What the kernel is known to hold for `dst` (after this driver's writes and dumps).
+    pub fn applied(&self, dst: &IpNet) -> Option<&RouteTarget> {
+        self.tracker.actual().get(&dst.trunc())
+    }
+
     /// The desired routes.
     pub fn desired(&self) -> &BTreeMap<IpNet, RouteTarget> {
         self.tracker.desired()
