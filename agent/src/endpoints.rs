@@ -36,6 +36,23 @@ struct Endpoint {
     addresses: Vec<IpNet>,
 }
 
+impl Endpoint {
+    /// The endpoint a stored WorkloadEndpoint describes.
+    fn of(w: &WorkloadEndpoint) -> Self {
+        Endpoint {
+            namespace: w.metadata.namespace.clone().unwrap_or_default(),
+            wep_name: w.metadata.name.clone().unwrap_or_default(),
+            host_ifname: Some(w.spec.interface_name.clone()),
+            addresses: w
+                .spec
+                .ip_networks
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+        }
+    }
+}
+
 /// What the node announces for its pods over BGP beyond its blocks: the /32 (/128) of every
 /// local pod whose address lies outside the node's own blocks (borrowed from another node's
 /// block), since that block's route points at its owner.
@@ -161,20 +178,7 @@ impl LocalAgent {
             let Some(handle) = w.spec.ipam_handle_id.clone() else {
                 continue;
             };
-            known.insert(
-                handle,
-                Endpoint {
-                    namespace: w.metadata.namespace.clone().unwrap_or_default(),
-                    wep_name: w.metadata.name.clone().unwrap_or_default(),
-                    host_ifname: Some(w.spec.interface_name.clone()),
-                    addresses: w
-                        .spec
-                        .ip_networks
-                        .iter()
-                        .filter_map(|s| s.parse().ok())
-                        .collect(),
-                },
-            );
+            known.insert(handle, Endpoint::of(w));
         }
     }
 
@@ -524,22 +528,10 @@ impl Handler for LocalAgent {
                 handle_id: handle.clone(),
                 ..Default::default()
             };
-            let ns = w.metadata.namespace.clone().unwrap_or_default();
-            let name = w.metadata.name.clone().unwrap_or_default();
-            self.endpoints.lock().await.insert(
-                handle.clone(),
-                Endpoint {
-                    namespace: ns,
-                    wep_name: name,
-                    host_ifname: Some(w.spec.interface_name.clone()),
-                    addresses: w
-                        .spec
-                        .ip_networks
-                        .iter()
-                        .filter_map(|s| s.parse().ok())
-                        .collect(),
-                },
-            );
+            self.endpoints
+                .lock()
+                .await
+                .insert(handle.clone(), Endpoint::of(&w));
             self.endpoint_down(EndpointDown {
                 attachment: Some(att),
             })
