@@ -15,6 +15,7 @@ pub mod mesh;
 pub mod peering;
 pub mod reflector;
 pub mod run;
+pub mod settings;
 pub mod status;
 
 /// The route protocol number Margay's routes carry in the kernel (`ip route … proto 80`).
