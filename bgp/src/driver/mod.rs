@@ -264,19 +264,26 @@ pub struct Speaker {
 }
 
 #[derive(Debug)]
-struct ListenerGuard(Option<tokio::task::JoinHandle<()>>);
+struct ListenerGuard(Mutex<Option<tokio::task::JoinHandle<()>>>);
 
 impl ListenerGuard {
-    fn stop(&self) {
-        if let Some(h) = &self.0 {
+    /// Stops the accept task and waits until it (and so the listening socket) is gone.
+    async fn stop(&self) {
+        let h = self.0.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = h {
             h.abort();
+            let _ = h.await;
         }
     }
 }
 
 impl Drop for ListenerGuard {
     fn drop(&mut self) {
-        self.stop();
+        if let Ok(h) = self.0.lock()
+            && let Some(h) = h.as_ref()
+        {
+            h.abort();
+        }
     }
 }
 
@@ -322,7 +329,7 @@ impl Speaker {
         Ok(Speaker {
             tx,
             local_addr,
-            _listener: Arc::new(ListenerGuard(listener)),
+            _listener: Arc::new(ListenerGuard(Mutex::new(listener))),
         })
     }
 
@@ -402,7 +409,7 @@ impl Speaker {
     /// RFC 8538, so that they drop our routes) and ends the speaker.
     pub async fn shutdown(self) {
         let _ = self.ask(CoreMsg::Shutdown).await;
-        self._listener.stop();
+        self._listener.stop().await;
     }
 
     /// Stops for a graceful restart (RFC 4724 §4.1): closes every session's TCP
@@ -412,7 +419,7 @@ impl Speaker {
     /// routes, then call [`Speaker::initial_routes_done`].
     pub async fn stop_for_restart(self) {
         let _ = self.ask(CoreMsg::StopForRestart).await;
-        self._listener.stop();
+        self._listener.stop().await;
     }
 
     /// Says that the application's initial routes are originated. Until then (or
