@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod health;
 pub mod localapi;
 pub mod mesh;
+pub mod policy;
 pub mod run;
 pub mod status;
 
