@@ -13,6 +13,7 @@ pub mod health;
 pub mod localapi;
 pub mod mesh;
 pub mod peering;
+pub mod policy;
 pub mod reflector;
 pub mod run;
 pub mod settings;
