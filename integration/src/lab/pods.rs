@@ -264,7 +264,7 @@ pub fn create(
     lab.save(lock, st)?;
     objects::write_pod(st, &pod)?;
     if wait {
-        wait_routes(lab, st, ROUTE_TIMEOUT)?;
+        wait_routes(st, ROUTE_TIMEOUT)?;
     }
     Ok(pod)
 }
@@ -400,40 +400,12 @@ fn check_label_key(k: &str, arg: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every node routes to every pod: its own pods over their veth (`dev mgy…`),
-/// the others' IPv4 addresses via the owning node's underlay address (learned over BGP).
-pub fn wait_routes(lab: &LabDir, st: &State, timeout: Duration) -> anyhow::Result<()> {
-    let _ = lab;
+/// Waits until every node routes to every pod's IPv4 address: its own pods over their veth
+/// (`dev mgy…`), the others' via the owning node's underlay address (learned over BGP).
+pub fn wait_routes(st: &State, timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
-    let mut missing = Vec::new();
     loop {
-        missing.clear();
-        for n in &st.nodes {
-            let table =
-                margay_harness::cmd::run(&["ip", "-n", &n.netns, "route", "show", "proto", "80"])
-                    .map(|o| o.stdout)
-                    .unwrap_or_default();
-            let routes = parse_routes(&table);
-            for p in st.pods.values() {
-                let owner = st.node(&p.node);
-                for ip in p.ips.iter().filter_map(|i| i.parse::<IpAddr>().ok()) {
-                    if ip.is_ipv6() {
-                        continue;
-                    }
-                    let want = if p.node == n.name {
-                        RouteVia::Local
-                    } else {
-                        match owner.and_then(|o| o.ipv4.parse().ok()) {
-                            Some(a) => RouteVia::Gateway(a),
-                            None => continue,
-                        }
-                    };
-                    if best_route(&routes, ip) != Some(&want) {
-                        missing.push(format!("{} has no route to {} ({})", n.name, ip, p.id()));
-                    }
-                }
-            }
-        }
+        let missing = missing_routes(st, false);
         if missing.is_empty() {
             return Ok(());
         }
@@ -446,6 +418,43 @@ pub fn wait_routes(lab: &LabDir, st: &State, timeout: Duration) -> anyhow::Resul
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The pod addresses of one family (IPv6 with `v6`) some node has no right route to, as
+/// "node-1 has no route to ADDR (NS/POD)".
+pub fn missing_routes(st: &State, v6: bool) -> Vec<String> {
+    let mut missing = Vec::new();
+    for n in &st.nodes {
+        let family = if v6 { "-6" } else { "-4" };
+        let table = margay_harness::cmd::run(&[
+            "ip", "-n", &n.netns, family, "route", "show", "proto", "80",
+        ])
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+        let routes = parse_routes(&table);
+        for p in st.pods.values() {
+            let owner = st.node(&p.node);
+            for ip in p.ips.iter().filter_map(|i| i.parse::<IpAddr>().ok()) {
+                if ip.is_ipv6() != v6 {
+                    continue;
+                }
+                let ok = if p.node == n.name {
+                    best_route(&routes, ip) == Some(&RouteVia::Local)
+                } else {
+                    let gateways: Vec<IpAddr> = owner
+                        .into_iter()
+                        .flat_map(|o| std::iter::once(&o.ipv4).chain(o.ipv6.as_ref()))
+                        .filter_map(|a| a.parse().ok())
+                        .collect();
+                    matches!(best_route(&routes, ip), Some(RouteVia::Gateway(g)) if gateways.contains(g))
+                };
+                if !ok {
+                    missing.push(format!("{} has no route to {} ({})", n.name, ip, p.id()));
+                }
+            }
+        }
+    }
+    missing
 }
 
 /// Where a route sends traffic.

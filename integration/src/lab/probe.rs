@@ -212,6 +212,7 @@ pub fn matrix_table(st: &State, m: &BTreeMap<String, bool>) -> String {
     for id in &ids {
         out.push_str(&format!("  {id:^w$}"));
     }
+    out.truncate(out.trim_end().len());
     out.push('\n');
     for a in &ids {
         out.push_str(&format!("{a:w$}"));
@@ -223,6 +224,7 @@ pub fn matrix_table(st: &State, m: &BTreeMap<String, bool>) -> String {
             };
             out.push_str(&format!("  {cell:^w$}"));
         }
+        out.truncate(out.trim_end().len());
         out.push('\n');
     }
     let blocked = m.values().filter(|v| !**v).count();

@@ -268,8 +268,24 @@ fn build(
     }
     if o.pods_per_node > 0 {
         progress(&format!("{} pods wired by margay-cni", st.pods.len()), t0);
-        pods::wait_routes(lab, st, o.timeout)?;
-        progress("every node routes to every pod", t0);
+        pods::wait_routes(st, o.timeout)?;
+        progress("every node routes to every pod (IPv4)", t0);
+        if o.ipv6 {
+            let grace = Instant::now() + Duration::from_secs(5);
+            let mut missing = pods::missing_routes(st, true);
+            while !missing.is_empty() && Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(200));
+                missing = pods::missing_routes(st, true);
+            }
+            if missing.is_empty() {
+                progress("every node routes to every pod (IPv6)", t0);
+            } else {
+                eprintln!(
+                    "  warning: IPv6 is not routed between nodes: the agents do not exchange IPv6 blocks over BGP yet ({}); pods reach each other over IPv6 on the same node only",
+                    missing.len()
+                );
+            }
+        }
     }
     st.ready = true;
     lab.save(lock, st)?;
