@@ -8,7 +8,7 @@ set -euo pipefail
 
 PACKAGES=(
     # build
-    protobuf-compiler pkg-config
+    protobuf-compiler libprotobuf-dev pkg-config
     # kernel networking tools the tests and the agent drive
     iproute2 iptables ipset nftables iputils-ping procps kmod
     # real peers and datastore for interop and end-to-end tests

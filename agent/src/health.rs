@@ -157,6 +157,36 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// Binds the health and metrics ports of `config` (a port of 0 is off) and serves them until
+/// `stop` turns true.
+pub async fn serve(
+    config: &crate::config::AgentConfig,
+    readiness: &Readiness,
+    metrics: &Arc<Metrics>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    for port in [config.health_port, config.metrics_port] {
+        if port == 0 {
+            continue;
+        }
+        let addr = std::net::SocketAddr::new(config.listen_address, port);
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let app = router(readiness.clone(), Arc::clone(metrics));
+        let mut rx = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,8 @@ pub mod endpoints;
 pub mod health;
 pub mod localapi;
 pub mod mesh;
+pub mod peering;
+pub mod reflector;
 pub mod run;
 pub mod status;
 

@@ -6,7 +6,6 @@
 //! resync the agent reports not ready and sweeps nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use crate::config::{AgentConfig, DatastoreType};
 use crate::dataplane::sysctls::{interface_sysctls, node_sysctls};
 use crate::dataplane::{RouteDriver, RouteTarget, SysctlDriver};
 use crate::endpoints::LocalAgent;
-use crate::health::{Metrics, Readiness, router};
+use crate::health::{Metrics, Readiness};
 use crate::localapi::server;
 
 /// How often the drivers re-read the kernel and repair drift.
@@ -235,7 +234,11 @@ pub async fn run_node(
     let sysctls = Arc::new(Mutex::new(sysctls));
 
     let addr = node_address(&config)?;
-    crate::mesh::register_node(&ds, &node, IpNet::V4(addr)).await?;
+    let registration = crate::mesh::Registration {
+        ipv4: Some(IpNet::V4(addr)),
+        ..Default::default()
+    };
+    crate::mesh::register_node(&ds, &node, &registration).await?;
     let own_blocks: Arc<Mutex<BTreeSet<IpNet>>> = Arc::default();
     let learned: Arc<Mutex<BTreeSet<IpNet>>> = Arc::default();
     // Routes the previous run learned over BGP stay until the speaker has re-learned them.
@@ -264,13 +267,15 @@ pub async fn run_node(
             }
         });
     }
-    let speaker = crate::mesh::start(
+    let (speaker, kinds) = crate::mesh::start(
         Arc::clone(&ds),
-        node.clone(),
-        addr.addr(),
-        Arc::clone(&routes),
-        Arc::clone(&own_blocks),
-        learned,
+        crate::mesh::BgpParams {
+            node: node.clone(),
+            addr: addr.addr(),
+            routes: Some(Arc::clone(&routes)),
+            own_blocks: Arc::clone(&own_blocks),
+            learned,
+        },
     )
     .await?;
 
@@ -298,22 +303,7 @@ pub async fn run_node(
         stopped(stop_rx.clone()),
     ));
 
-    for port in [config.health_port, config.metrics_port] {
-        if port == 0 {
-            continue;
-        }
-        let addr = SocketAddr::new(config.listen_address, port);
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let app = router(readiness.clone(), Arc::clone(&metrics));
-        let rx = stop_rx.clone();
-        tokio::spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(stopped(rx))
-                .await
-        });
-    }
+    crate::health::serve(&config, &readiness, &metrics, stop_rx.clone()).await?;
     let watcher = tokio::spawn(follow_affinities(
         Arc::clone(&ds),
         node.clone(),
@@ -332,6 +322,7 @@ pub async fn run_node(
             Arc::clone(&ds),
             node.clone(),
             speaker.clone(),
+            kinds,
             readiness.clone(),
             move || last_sync.get(),
         ))
@@ -380,7 +371,7 @@ pub async fn run_node(
 }
 
 /// The node's BGP address: configured (`ip`), or detected in the node's namespace.
-fn node_address(config: &AgentConfig) -> anyhow::Result<ipnet::Ipv4Net> {
+pub(crate) fn node_address(config: &AgentConfig) -> anyhow::Result<ipnet::Ipv4Net> {
     match config.ip.as_deref().filter(|ip| *ip != "autodetect") {
         Some(ip) => Ok(ip
             .parse::<ipnet::Ipv4Net>()

@@ -54,14 +54,20 @@ pub async fn publish(
     ds: &Arc<dyn Datastore>,
     node: &str,
     speaker: &Speaker,
+    kinds: &crate::mesh::PeerKinds,
     last_sync: Option<Timestamp>,
 ) -> anyhow::Result<(u32, u32)> {
     let now = Timestamp::now();
+    let kinds = kinds.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let peers: Vec<BGPPeerStatus> = speaker
         .peers()
         .await?
         .iter()
-        .map(|p| peer_status(p, now))
+        .map(|p| {
+            let mut s = peer_status(p, now);
+            s.peer_type = kinds.get(&p.addr).copied().unwrap_or_default();
+            s
+        })
         .collect();
     let established = peers
         .iter()
@@ -106,13 +112,14 @@ pub async fn run(
     ds: Arc<dyn Datastore>,
     node: String,
     speaker: Speaker,
+    kinds: crate::mesh::PeerKinds,
     readiness: Readiness,
     last_sync: impl Fn() -> Option<Timestamp>,
 ) {
     let mut tick = tokio::time::interval(UPDATE_PERIOD);
     loop {
         tick.tick().await;
-        match publish(&ds, &node, &speaker, last_sync()).await {
+        match publish(&ds, &node, &speaker, &kinds, last_sync()).await {
             // Ready when every configured session is up (a node with no peers is).
             Ok((up, all)) if up == all => readiness.met("bgp"),
             Ok((up, all)) => readiness.unmet(
