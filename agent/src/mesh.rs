@@ -464,14 +464,40 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<Bgp> 
             let own = own_blocks.lock().await.clone();
             let mut learned = learned.lock().await;
             let mut r = routes.lock().await;
+            // Next hops resolved once per batch (a batch usually shares a handful).
+            let mut via: BTreeMap<IpAddr, Option<IpAddr>> = BTreeMap::new();
             for change in batch {
                 match change {
                     RouteChange::Add { prefix, next_hop }
                     | RouteChange::Replace { prefix, next_hop } => {
                         let p = IpNet::from(prefix);
-                        if !own.contains(&p) && next_hop != me {
-                            r.set(p, RouteTarget::Via(next_hop));
-                            learned.insert(p);
+                        if own.contains(&p) || next_hop == me {
+                            continue;
+                        }
+                        let gw = match via.get(&next_hop) {
+                            Some(g) => *g,
+                            None => {
+                                let g = match r.resolve_next_hop(next_hop).await {
+                                    Ok(g) => Some(g),
+                                    Err(why) => {
+                                        warn!(%next_hop, reason = %why, "cannot install routes through this next hop");
+                                        None
+                                    }
+                                };
+                                via.insert(next_hop, g);
+                                g
+                            }
+                        };
+                        match gw {
+                            Some(gw) => {
+                                r.set(p, RouteTarget::Via(gw));
+                                learned.insert(p);
+                            }
+                            None => {
+                                if learned.remove(&p) {
+                                    r.remove(&p);
+                                }
+                            }
                         }
                     }
                     RouteChange::Withdraw { prefix } => {
