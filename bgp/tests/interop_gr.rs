@@ -157,8 +157,10 @@ fn bird_keeps(bird: &Bird, prefixes: &[IpNet], d: Duration, when: &str) {
 
 /// Margay restarts (stop_for_restart, then a new speaker with the R bit): BIRD keeps
 /// our routes all along, stale; only the route we did not re-announce goes, at our
-/// End-of-RIB.
+/// End-of-RIB. A watcher polls BIRD's table every 100 ms from the stop to the end and
+/// fails the test if the re-announced route is ever missing.
 fn we_restart_and_bird_keeps_our_routes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
     margay_harness::require_root().expect("interop tests need root");
     let pair = Pair::new("grus").expect("namespaces");
     let bird = Bird::start(&pair.b, bird_config(true)).expect("start bird");
@@ -177,42 +179,62 @@ fn we_restart_and_bird_keeps_our_routes() {
             let st = rt.block_on(sp.peer(Pair::B_V4)).unwrap();
             assert!(st.since.is_some(), "{st:?}");
 
-            // Stop for a restart: no Cease, so BIRD keeps both routes.
-            rt.block_on(sp.stop_for_restart());
-            bird_keeps(
-                &bird,
-                &[kept, dropped],
-                Duration::from_secs(3),
-                "while we are down",
-            );
+            let done = AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                let watcher = scope.spawn(|| {
+                    let mut polls = 0u32;
+                    while !done.load(Ordering::Relaxed) {
+                        let routes = bird.learned_routes().unwrap();
+                        assert!(
+                            routes.contains_key(&kept),
+                            "BIRD lost {kept} during our restart: {routes:?}"
+                        );
+                        polls += 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    polls
+                });
 
-            // Back, with the R bit; one route re-announced, End-of-RIB held back.
-            let sp = speaker(
-                &rt,
-                Pair::A_V4,
-                GracefulRestart {
-                    restarting: true,
-                    ..GracefulRestart::default()
-                },
-            );
-            rt.block_on(sp.add_peer(bird_peer(Pair::B_V4))).unwrap();
-            sp.originate(kept, None).unwrap();
-            wait_status(&rt, &sp, Pair::B_V4, "re-established", |s| {
-                s.state == State::Established
+                // Stop for a restart: no Cease, so BIRD keeps both routes.
+                rt.block_on(sp.stop_for_restart());
+                bird_keeps(
+                    &bird,
+                    &[kept, dropped],
+                    Duration::from_secs(3),
+                    "while we are down",
+                );
+
+                // Back, with the R bit; one route re-announced, End-of-RIB held back.
+                let sp = speaker(
+                    &rt,
+                    Pair::A_V4,
+                    GracefulRestart {
+                        restarting: true,
+                        ..GracefulRestart::default()
+                    },
+                );
+                rt.block_on(sp.add_peer(bird_peer(Pair::B_V4))).unwrap();
+                sp.originate(kept, None).unwrap();
+                wait_status(&rt, &sp, Pair::B_V4, "re-established", |s| {
+                    s.state == State::Established
+                });
+                bird.wait_established(Pair::A_V4, WAIT).unwrap();
+                bird_keeps(
+                    &bird,
+                    &[kept, dropped],
+                    Duration::from_secs(2),
+                    "before our End-of-RIB",
+                );
+
+                // End-of-RIB: BIRD sweeps the stale route we did not re-announce.
+                sp.initial_routes_done().unwrap();
+                bird.wait_no_route(dropped, WAIT).unwrap();
+                bird_keeps(&bird, &[kept], Duration::from_secs(1), "after End-of-RIB");
+                done.store(true, Ordering::Relaxed);
+                let polls = watcher.join().expect("watcher");
+                assert!(polls > 20, "the watcher polled {polls} times");
+                rt.block_on(sp.shutdown());
             });
-            bird.wait_established(Pair::A_V4, WAIT).unwrap();
-            bird_keeps(
-                &bird,
-                &[kept, dropped],
-                Duration::from_secs(2),
-                "before our End-of-RIB",
-            );
-
-            // End-of-RIB: BIRD sweeps the stale route we did not re-announce.
-            sp.initial_routes_done().unwrap();
-            bird.wait_no_route(dropped, WAIT).unwrap();
-            bird_keeps(&bird, &[kept], Duration::from_secs(1), "after End-of-RIB");
-            rt.block_on(sp.shutdown());
         })
         .expect("run in namespace");
 }

@@ -560,7 +560,9 @@ impl Core {
             }
             CoreMsg::RefreshRequest { id } => {
                 debug!(peer = ?id, "route refresh requested");
-                let out = self.rib.dump(id);
+                // No End-of-RIB while it is held back: a peer keeping our stale
+                // routes would sweep those not yet re-originated.
+                let out = self.rib.dump_eor(id, self.initial_done);
                 self.send(out);
             }
         }

@@ -686,7 +686,9 @@ impl Rib {
         self.dump_eor(peer, true)
     }
 
-    fn dump_eor(&mut self, peer: PeerId, eor: bool) -> Vec<Output> {
+    /// [`Rib::dump`], with End-of-RIB only if `eor` (held back, see
+    /// [`Rib::peer_up_eor`]).
+    pub fn dump_eor(&mut self, peer: PeerId, eor: bool) -> Vec<Output> {
         let mut out = Vec::new();
         let fams = self
             .ctx
