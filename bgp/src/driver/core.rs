@@ -455,7 +455,7 @@ impl Core {
                     None => Err(Error::UnknownPeer(addr)),
                     Some(id) => {
                         if let Some(p) = self.peers.remove(&id) {
-                            let _ = p.cmd.send(PeerCmd::Stop);
+                            let _ = p.cmd.send(PeerCmd::Remove);
                             if p.cfg.password.is_some()
                                 && let Err(e) = self.listener_key(addr, None)
                             {

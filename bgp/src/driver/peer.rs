@@ -30,6 +30,8 @@ pub(crate) enum PeerCmd {
     Refresh,
     /// Stop the session (Cease) and end the task.
     Stop,
+    /// The peer was removed: stop with Cease/3 and end the task.
+    Remove,
     /// Close the session without NOTIFICATION (graceful restart) and end the task.
     StopForRestart,
 }
@@ -102,6 +104,10 @@ impl PeerTask {
                 cmd = self.cmds.recv() => match cmd {
                     None | Some(PeerCmd::Stop) => {
                         self.feed(Event::ManualStop);
+                        break;
+                    }
+                    Some(PeerCmd::Remove) => {
+                        self.feed(Event::Deconfigured);
                         break;
                     }
                     Some(PeerCmd::StopForRestart) => {
