@@ -131,7 +131,10 @@ async fn two_speakers_establish_exchange_and_withdraw_routes() {
     );
     let st = wait_for(&b, a_ip, |s| s.state != State::Established).await;
     let e = st.last_error.unwrap();
-    assert!(e.contains("hard reset for cease: peer de-configured"), "{e}");
+    assert!(
+        e.contains("hard reset for cease: peer de-configured"),
+        "{e}"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
