@@ -274,6 +274,13 @@ pub async fn run_node(
     )
     .await?;
 
+    let applied = crate::policy::AppliedIndex::default();
+    let policy = crate::policy::spawn(
+        Arc::clone(&ds),
+        node.clone(),
+        readiness.clone(),
+        applied.clone(),
+    );
     let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
     let agent = Arc::new(
         LocalAgent::new(
@@ -284,7 +291,8 @@ pub async fn run_node(
             Arc::clone(&sysctls),
             readiness.clone(),
         )
-        .with_exports(speaker.clone(), Arc::clone(&own_blocks)),
+        .with_exports(speaker.clone(), Arc::clone(&own_blocks))
+        .with_applied(applied.clone()),
     );
     agent.restore(&restored).await;
     let listener = server::bind(&config.socket)?;
@@ -371,6 +379,7 @@ pub async fn run_node(
     info!("stopping; kernel routes stay in place");
     let _ = stop_tx.send(true);
     watcher.abort();
+    policy.abort();
     resync.abort();
     status.abort();
     let _ = api.await;
