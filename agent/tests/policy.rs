@@ -68,17 +68,15 @@ impl Lab {
     }
 }
 
-fn connect(endpoint: String) -> impl std::future::Future<Output = Arc<dyn Datastore>> {
-    async move {
-        Arc::new(
-            Etcd::connect(&EtcdConfig {
-                endpoints: vec![endpoint],
-                ..Default::default()
-            })
-            .await
-            .unwrap(),
-        ) as Arc<dyn Datastore>
-    }
+async fn connect(endpoint: String) -> Arc<dyn Datastore> {
+    Arc::new(
+        Etcd::connect(&EtcdConfig {
+            endpoints: vec![endpoint],
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    )
 }
 
 /// Wires pod `namespace/name` on `node` as the CNI plugin does and serves HTTP on 80 and 81.
@@ -374,7 +372,7 @@ impl Lab {
     }
 
     /// Asserts the reachability of each (from, to, port) case.
-    fn expect(&self, cases: &[((&str, &str), (&str, &str), u16, bool)]) {
+    fn expect(&self, cases: &[Case]) {
         for ((fns, fname), (tns, tname), port, want) in cases {
             let (from, to) = (self.pod(fns, fname), self.pod(tns, tname));
             let got = reach(&from.ns, &to.ip, *port);
@@ -388,6 +386,9 @@ impl Lab {
         }
     }
 }
+
+/// (from pod, to pod, port, reachable), pods as (namespace, name).
+type Case<'a> = ((&'a str, &'a str), (&'a str, &'a str), u16, bool);
 
 fn http(port: u16) -> EndpointPort {
     EndpointPort {
