@@ -6,7 +6,6 @@
 //! resync the agent reports not ready and sweeps nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +22,8 @@ use crate::config::{AgentConfig, DatastoreType};
 use crate::dataplane::sysctls::{interface_sysctls, node_sysctls};
 use crate::dataplane::{RouteDriver, RouteTarget, SysctlDriver};
 use crate::endpoints::LocalAgent;
-use crate::health::{Metrics, Readiness, router};
+use crate::health::{Metrics, Readiness};
 use crate::localapi::server;
-
-/// How often the drivers re-read the kernel and repair drift.
-const RESYNC: Duration = Duration::from_secs(60);
 
 /// How long routes learned over BGP by a previous run are kept after a restart while the
 /// speaker learns them again; those not re-learned by then are removed.
@@ -235,7 +231,11 @@ pub async fn run_node(
     let sysctls = Arc::new(Mutex::new(sysctls));
 
     let addr = node_address(&config)?;
-    crate::mesh::register_node(&ds, &node, IpNet::V4(addr)).await?;
+    let registration = crate::mesh::Registration {
+        ipv4: Some(IpNet::V4(addr)),
+        ..Default::default()
+    };
+    crate::mesh::register_node(&ds, &node, &registration).await?;
     let own_blocks: Arc<Mutex<BTreeSet<IpNet>>> = Arc::default();
     let learned: Arc<Mutex<BTreeSet<IpNet>>> = Arc::default();
     // Routes the previous run learned over BGP stay until the speaker has re-learned them.
@@ -264,13 +264,15 @@ pub async fn run_node(
             }
         });
     }
-    let speaker = crate::mesh::start(
+    let (speaker, kinds) = crate::mesh::start(
         Arc::clone(&ds),
-        node.clone(),
-        addr.addr(),
-        Arc::clone(&routes),
-        Arc::clone(&own_blocks),
-        learned,
+        crate::mesh::BgpParams {
+            node: node.clone(),
+            addr: addr.addr(),
+            routes: Some(Arc::clone(&routes)),
+            own_blocks: Arc::clone(&own_blocks),
+            learned,
+        },
     )
     .await?;
 
@@ -306,22 +308,7 @@ pub async fn run_node(
         stopped(stop_rx.clone()),
     ));
 
-    for port in [config.health_port, config.metrics_port] {
-        if port == 0 {
-            continue;
-        }
-        let addr = SocketAddr::new(config.listen_address, port);
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let app = router(readiness.clone(), Arc::clone(&metrics));
-        let rx = stop_rx.clone();
-        tokio::spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(stopped(rx))
-                .await
-        });
-    }
+    crate::health::serve(&config, &readiness, &metrics, stop_rx.clone()).await?;
     let watcher = tokio::spawn(follow_affinities(
         Arc::clone(&ds),
         node.clone(),
@@ -340,41 +327,21 @@ pub async fn run_node(
             Arc::clone(&ds),
             node.clone(),
             speaker.clone(),
+            kinds,
+            Arc::clone(&metrics),
             readiness.clone(),
             move || last_sync.get(),
         ))
     };
-    let resync = {
-        let (routes, sysctls, readiness, last_sync) = (
-            Arc::clone(&routes),
-            Arc::clone(&sysctls),
-            readiness.clone(),
-            last_sync.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RESYNC);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                // Never sweep before the first complete view of the datastore.
-                if !readiness.is_met("dataplane") {
-                    continue;
-                }
-                match routes.lock().await.resync().await {
-                    Ok(r) => {
-                        if r.written + r.removed > 0 {
-                            info!(written = r.written, removed = r.removed, "repaired routes");
-                        }
-                        if r.failed.is_empty() {
-                            last_sync.mark();
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "route resync failed"),
-                }
-                sysctls.lock().await.resync();
-            }
-        })
-    };
+    let settings = crate::settings::follow(&ds, &node).await;
+    let resync = tokio::spawn(refresh_routes(
+        Arc::clone(&routes),
+        Arc::clone(&sysctls),
+        readiness.clone(),
+        last_sync.clone(),
+        Arc::clone(&metrics),
+        settings,
+    ));
     shutdown.await;
     info!("stopping; kernel routes stay in place");
     let _ = stop_tx.send(true);
@@ -388,8 +355,51 @@ pub async fn run_node(
     Ok(())
 }
 
+/// Re-reads the routes and sysctls the agent owns every `routeRefreshInterval` (live from
+/// AgentConfiguration) and repairs what changed behind its back.
+async fn refresh_routes(
+    routes: Arc<Mutex<RouteDriver>>,
+    sysctls: Arc<Mutex<SysctlDriver>>,
+    readiness: Readiness,
+    last_sync: LastSync,
+    metrics: Arc<Metrics>,
+    mut settings: crate::settings::Settings,
+) {
+    loop {
+        let period = settings.borrow().route_refresh_interval;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            // A new interval applies at once (the sleep restarts with it).
+            changed = settings.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        // Never sweep before the first complete view of the datastore.
+        if !readiness.is_met("dataplane") {
+            continue;
+        }
+        match routes.lock().await.resync().await {
+            Ok(r) => {
+                if r.written + r.removed > 0 {
+                    info!(written = r.written, removed = r.removed, "repaired routes");
+                }
+                metrics.resynced("routes", r.written + r.removed);
+                if r.failed.is_empty() {
+                    last_sync.mark();
+                }
+            }
+            Err(e) => warn!(error = %e, "route resync failed"),
+        }
+        let (repaired, _) = sysctls.lock().await.resync_counted();
+        metrics.resynced("sysctls", repaired);
+    }
+}
+
 /// The node's BGP address: configured (`ip`), or detected in the node's namespace.
-fn node_address(config: &AgentConfig) -> anyhow::Result<ipnet::Ipv4Net> {
+pub(crate) fn node_address(config: &AgentConfig) -> anyhow::Result<ipnet::Ipv4Net> {
     match config.ip.as_deref().filter(|ip| *ip != "autodetect") {
         Some(ip) => Ok(ip
             .parse::<ipnet::Ipv4Net>()

@@ -23,6 +23,11 @@ use super::nlbatch::{Batcher, RouteOp};
 use super::tracker::DeltaTracker;
 use crate::ROUTE_PROTOCOL;
 
+/// The metric of routes learned over BGP (as BIRD's kernel protocol): a route an operator or
+/// DHCP installed for the same prefix at metric 0 is neither replaced nor displaced by one a
+/// peer sends (a top-of-rack's default route, say); pod and block routes keep metric 0.
+pub const LEARNED_METRIC: u32 = 32;
+
 /// The kernel's answer to a delete of a route that is not there (`-ESRCH`).
 const NO_SUCH_ROUTE: i32 = -libc::ESRCH;
 
@@ -92,7 +97,9 @@ fn message(
             if gw.is_ipv4() != dst.addr().is_ipv4() {
                 return Err(format!("next hop {gw} is not of the family of {dst}"));
             }
-            b.gateway(*gw).map_err(|e| e.to_string())?
+            b.gateway(*gw)
+                .map_err(|e| e.to_string())?
+                .priority(LEARNED_METRIC)
         }
     };
     Ok(b.build())

@@ -1,0 +1,321 @@
+//! Peering from the datastore, as Calico: the mesh turned off with a dedicated route reflector
+//! and BGPPeers selecting it; an external router (real BIRD) peering eBGP with every node,
+//! learning every block and the service CIDRs, and sending a default route the nodes install.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::cluster::*;
+use common::*;
+use margay_api::bgp::ServiceIPBlock;
+use margay_api::{
+    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, IPPool, IPPoolSpec,
+};
+use margay_datastore::{Datastore, Typed};
+use margay_harness::{Daemon, Netns, Ready};
+
+fn pool(ds: &Arc<dyn Datastore>) -> impl std::future::Future<Output = ()> + use<> {
+    let ds = Arc::clone(ds);
+    async move {
+        Typed::<IPPool>::new(ds)
+            .create(&IPPool::new(
+                "default-ipv4",
+                IPPoolSpec::new("100.64.0.0/16"),
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+fn bgp_config(spec: BGPConfigurationSpec) -> BGPConfiguration {
+    BGPConfiguration::new("default", spec)
+}
+
+/// Sessions (established, not established) in `node`'s NodeStatus.
+fn sessions(c: &Cluster, node: &str) -> Option<(u32, u32)> {
+    let node = node.to_owned();
+    with_datastore(&c.nodes[0], &c.endpoint, move |ds| {
+        Box::pin(async move {
+            let s = Typed::<margay_api::NodeStatus>::new(ds)
+                .get(None, &node)
+                .await
+                .ok()?;
+            let bgp = s.status?.bgp?;
+            Some((bgp.number_established, bgp.number_not_established))
+        })
+    })
+}
+
+#[test]
+fn with_the_mesh_off_one_reflector_carries_every_route_between_four_nodes() {
+    let setup: Setup = Box::new(|ds| {
+        Box::pin(async move {
+            pool(&ds).await;
+            Typed::<BGPConfiguration>::new(Arc::clone(&ds))
+                .create(&bgp_config(BGPConfigurationSpec {
+                    node_to_node_mesh_enabled: Some(false),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap();
+            let peers = Typed::<BGPPeer>::new(ds);
+            for (name, nodes, peers_sel) in [
+                (
+                    "clients-to-rr",
+                    "!has(route-reflector)",
+                    "has(route-reflector)",
+                ),
+                (
+                    "rr-to-clients",
+                    "has(route-reflector)",
+                    "!has(route-reflector)",
+                ),
+            ] {
+                let p = BGPPeer::new(
+                    name,
+                    BGPPeerSpec {
+                        node_selector: Some(nodes.into()),
+                        peer_selector: Some(peers_sel.into()),
+                        ..Default::default()
+                    },
+                );
+                peers.create(&p).await.unwrap();
+            }
+        })
+    });
+    let roles = [
+        NodeRole::Reflector,
+        NodeRole::Node,
+        NodeRole::Node,
+        NodeRole::Node,
+        NodeRole::Node,
+    ];
+    let c = Cluster::start("rr", &roles, setup);
+    let mut pods = Vec::new();
+    for i in 1..roles.len() {
+        let ns = Netns::with_tag(&format!("rr-p{i}")).unwrap();
+        let name = format!("pod-{i}");
+        let ip = wire_pod(
+            &c.clients[i],
+            &c.nodes[i],
+            &ns,
+            &name,
+            &format!("mgytestrr{i}pod00"),
+        );
+        pods.push((ns, ip, i));
+    }
+    // Every client learns the three other clients' blocks, with the originating node as the
+    // next hop (the reflector does not put itself in the path), and nothing from the mesh.
+    for i in 1..roles.len() {
+        wait_for(
+            &format!(
+                "node-{} learns three remote blocks through the reflector",
+                i + 1
+            ),
+            Duration::from_secs(60),
+            || {
+                routes(&c.nodes[i])
+                    .lines()
+                    .filter(|l| l.contains(" via 198.18.0.1") && !l.contains("via 198.18.0.11 "))
+                    .count()
+                    >= 3
+            },
+            || {
+                format!(
+                    "{}\nreflector:\n{}",
+                    routes(&c.nodes[i]),
+                    c.agents[0].log_tail(30)
+                )
+            },
+        );
+    }
+    for (from, _, fi) in &pods {
+        for (_, ip, ti) in &pods {
+            from.exec(&["ping", "-c", "1", "-W", "3", ip])
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "pod on node-{} cannot reach {ip} on node-{}: {e}",
+                        fi + 1,
+                        ti + 1
+                    )
+                });
+        }
+    }
+    // The reflector has four sessions and no routes of its own; each client has one session.
+    wait_for(
+        "the reflector's NodeStatus shows 4 established sessions",
+        Duration::from_secs(40),
+        || sessions(&c, "node-1") == Some((4, 0)),
+        || format!("{:?}", sessions(&c, "node-1")),
+    );
+    assert_eq!(
+        routes(&c.nodes[0]).trim(),
+        "",
+        "a dedicated reflector installs nothing"
+    );
+    for i in 2..=5 {
+        let node = format!("node-{i}");
+        wait_for(
+            &format!("{node} has exactly one session, to the reflector"),
+            Duration::from_secs(40),
+            || sessions(&c, &node) == Some((1, 0)),
+            || format!("{:?}", sessions(&c, &node)),
+        );
+    }
+}
+
+const TOR: &str = "198.18.0.250";
+
+/// A top-of-rack BIRD in `ns` (AS 65001) with eBGP sessions to `nodes`; it sends a default
+/// route and installs what it learns in its namespace's kernel table.
+fn start_tor(ns: &Netns, dir: &std::path::Path, nodes: &[&str]) -> Daemon {
+    let mut conf = format!(
+        "router id {TOR};\n\
+         protocol device {{}}\n\
+         protocol static default4 {{ ipv4; route 0.0.0.0/0 unreachable; }}\n\
+         protocol kernel k4 {{ ipv4 {{ import none; export where proto != \"default4\"; }}; }}\n\
+         template bgp node {{ local {TOR} as 65001; ipv4 {{ import all; export all; }}; }}\n"
+    );
+    for (i, n) in nodes.iter().enumerate() {
+        conf.push_str(&format!(
+            "protocol bgp n{i} from node {{ neighbor {n} as 64512; }}\n"
+        ));
+    }
+    let path = dir.join("tor.conf");
+    std::fs::write(&path, conf).unwrap();
+    let sock = dir.join("tor.ctl");
+    Daemon::builder("bird-tor", "bird")
+        .args([
+            "-f",
+            "-c",
+            path.to_str().unwrap(),
+            "-s",
+            sock.to_str().unwrap(),
+        ])
+        .netns(ns)
+        .log_file(dir.join("tor.log"))
+        .ready(Ready::File(sock))
+        .timeout(Duration::from_secs(20))
+        .spawn()
+        .expect("bird starts")
+}
+
+fn tor_routes(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new("birdc")
+        .args(["-s", dir.join("tor.ctl").to_str().unwrap(), "show", "route"])
+        .output()
+        .expect("birdc runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_external_router_learns_every_block_and_service_cidr_and_its_default_route_is_installed() {
+    let setup: Setup = Box::new(|ds| {
+        Box::pin(async move {
+            pool(&ds).await;
+            Typed::<BGPConfiguration>::new(Arc::clone(&ds))
+                .create(&bgp_config(BGPConfigurationSpec {
+                    service_cluster_ips: vec![ServiceIPBlock {
+                        cidr: "100.96.0.0/12".into(),
+                    }],
+                    ..Default::default()
+                }))
+                .await
+                .unwrap();
+            Typed::<BGPPeer>::new(ds)
+                .create(&BGPPeer::new(
+                    "tor",
+                    BGPPeerSpec {
+                        peer_ip: Some(TOR.into()),
+                        as_number: Some(65001),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap();
+        })
+    });
+    let c = Cluster::start("tor", &[NodeRole::Node, NodeRole::Node], setup);
+    let tor = Netns::with_tag("tor-tor").unwrap();
+    c.bridge
+        .attach(&tor, "eth0", &["198.18.0.250/24".parse().unwrap()])
+        .unwrap();
+    let dir = c.dir.path().to_owned();
+    let _bird = start_tor(&tor, &dir, &["198.18.0.11", "198.18.0.12"]);
+
+    let mut pods = Vec::new();
+    for i in 0..2 {
+        let ns = Netns::with_tag(&format!("tor-p{i}")).unwrap();
+        let ip = wire_pod(
+            &c.clients[i],
+            &c.nodes[i],
+            &ns,
+            &format!("pod-{i}"),
+            &format!("mgytesttor{i}pod0"),
+        );
+        pods.push((ns, ip));
+    }
+    // The router learns both nodes' blocks (with the owning node as next hop) and the service
+    // CIDR, and reaches the pods through what it learned.
+    let blocks: Vec<String> = (0..2)
+        .map(|i| {
+            let r = routes(&c.nodes[i]);
+            let line = r
+                .lines()
+                .find(|l| l.starts_with("blackhole"))
+                .expect("a block")
+                .to_owned();
+            line.split_whitespace().nth(1).unwrap().to_owned()
+        })
+        .collect();
+    wait_for(
+        "the router learns both blocks and the service CIDR",
+        Duration::from_secs(60),
+        || {
+            let r = tor_routes(&dir);
+            blocks.iter().all(|b| r.contains(b.as_str())) && r.contains("100.96.0.0/12")
+        },
+        || tor_routes(&dir),
+    );
+    for (_, ip) in &pods {
+        tor.exec(&["ping", "-c", "1", "-W", "3", ip])
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the router cannot reach pod {ip}: {e}\n{}",
+                    tor_routes(&dir)
+                )
+            });
+    }
+    // Each node installs the router's default route, preferred over its own (metric 1000).
+    for (i, n) in c.nodes.iter().enumerate() {
+        wait_for(
+            &format!(
+                "node-{} installs the default route learned from the router",
+                i + 1
+            ),
+            Duration::from_secs(60),
+            || routes(n).contains(&format!("default via {TOR}")),
+            || format!("{}\n{}", routes(n), c.agents[i].log_tail(20)),
+        );
+    }
+    // Removing the service CIDR from BGPConfiguration withdraws it.
+    with_datastore(&c.nodes[0], &c.endpoint, |ds| {
+        Box::pin(async move {
+            Typed::<BGPConfiguration>::new(ds)
+                .update_with(None, "default", 5, |c| {
+                    c.spec.service_cluster_ips.clear();
+                    Ok(true)
+                })
+                .await
+                .unwrap();
+        })
+    });
+    wait_for(
+        "the router loses the service CIDR",
+        Duration::from_secs(60),
+        || !tor_routes(&dir).contains("100.96.0.0/12"),
+        || tor_routes(&dir),
+    );
+}
