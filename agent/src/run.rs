@@ -299,6 +299,13 @@ pub async fn run_node(
     bgp.end_of_rib_after(last_sync.first());
     let (speaker, kinds) = (bgp.speaker, bgp.kinds);
 
+    let applied = crate::policy::AppliedIndex::default();
+    let policy = crate::policy::spawn(
+        Arc::clone(&ds),
+        node.clone(),
+        readiness.clone(),
+        applied.clone(),
+    );
     let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
     let agent = Arc::new(
         LocalAgent::new(
@@ -309,7 +316,8 @@ pub async fn run_node(
             Arc::clone(&sysctls),
             readiness.clone(),
         )
-        .with_exports(speaker.clone(), Arc::clone(&own_blocks)),
+        .with_exports(speaker.clone(), Arc::clone(&own_blocks))
+        .with_applied(applied.clone()),
     );
     agent.restore(&restored).await;
     let listener = server::bind(&config.socket)?;
@@ -361,6 +369,7 @@ pub async fn run_node(
     info!("stopping; kernel routes stay in place");
     let _ = stop_tx.send(true);
     watcher.abort();
+    policy.abort();
     resync.abort();
     status.abort();
     let _ = api.await;
