@@ -481,8 +481,7 @@ fn pod(lab: &LabDir, cmd: PodCmd) -> anyhow::Result<ExitCode> {
                 labels: labels_of(&labels)?,
                 ports,
             };
-            let p = pods::create(lab, &lock, &mut st, &bins, &spec, true)?;
-            let w = objects::write_pod(&st, &p)?;
+            let (p, w) = pods::create(lab, &lock, &mut st, &bins, &spec, true)?;
             report(
                 &format!("pod {id} on {} at {}", p.node, p.ips.join(" ")),
                 confirm(&st, &[w])?,

@@ -183,6 +183,7 @@ fn run_cni(
 }
 
 /// Creates a pod; with `wait`, returns only once every node routes to it. Saves the state.
+/// Returns the pod and the write of its WorkloadEndpoint's labels and ports.
 pub fn create(
     lab: &LabDir,
     lock: &Lock,
@@ -190,7 +191,7 @@ pub fn create(
     bins: &Bins,
     spec: &PodSpec,
     wait: bool,
-) -> anyhow::Result<PodState> {
+) -> anyhow::Result<(PodState, objects::Written)> {
     check_name("namespace", &spec.namespace)?;
     check_name("pod name", &spec.name)?;
     let id = format!("{}/{}", spec.namespace, spec.name);
@@ -260,13 +261,24 @@ pub fn create(
     st.pods.insert(id.clone(), pod.clone());
     lab.save(lock, st)?;
 
-    start_server(lab, st, bins, &pod)?;
-    lab.save(lock, st)?;
-    objects::write_pod(st, &pod)?;
-    if wait {
-        wait_routes(st, ROUTE_TIMEOUT)?;
+    let finish = |st: &mut State| -> anyhow::Result<objects::Written> {
+        start_server(lab, st, bins, &pod)?;
+        lab.save(lock, st)?;
+        let written = objects::write_pod(st, &pod)?;
+        if wait {
+            wait_routes(st, ROUTE_TIMEOUT)?;
+        }
+        Ok(written)
+    };
+    let written = finish(st);
+    if let Err(e) = written {
+        // Undo the half-made pod (CNI DEL, server, namespace) and report the first failure.
+        if let Err(undo) = delete(lab, lock, st, bins, &id) {
+            tracing::warn!(pod = %id, error = %undo, "cannot remove the half-made pod");
+        }
+        return Err(e.context(format!("pod {id} not created (removed again)")));
     }
-    Ok(pod)
+    Ok((pod, written?))
 }
 
 /// The supervisor's name for a pod's server.
