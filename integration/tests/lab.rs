@@ -317,6 +317,11 @@ fn down_after_the_supervisor_was_killed_leaves_nothing() {
         assert!(p.alive(), "{name} died with the supervisor");
     }
     assert!(lab.ok(&["status"]).contains("SUPERVISOR NOT RUNNING"));
+    // With etcd gone too, people still get the state's picture; scripts get an error.
+    before.procs["etcd"].stop(Duration::from_secs(5));
+    let picture = lab.ok(&["status"]);
+    assert!(picture.contains("default/pod-2-1"), "{picture}");
+    assert_eq!(lab.code(&["status", "-o", "json"]), 2);
     // ...and `down` still finds and stops them by PID.
     lab.ok(&["down"]);
     assert_nothing_left(&lab, &before);

@@ -271,7 +271,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Down => down(&lab)?,
         Cmd::Status { output, dot, svg } => {
             let st = snapshot(&lab)?;
-            let s = status::gather(&st)?;
+            let s = match status::gather(&st) {
+                Ok(s) => s,
+                // People still get what the state knows; scripts get the error.
+                Err(e) if output == Output::Text && !dot && !svg => {
+                    eprintln!(
+                        "margay-lab: {e:#}\n(showing what the lab's state file knows; blocks and BGP sessions come from etcd)"
+                    );
+                    status::offline(&st)
+                }
+                Err(e) => return Err(e),
+            };
             if dot {
                 print!("{}", status::dot(&st, &s));
             } else if svg {
