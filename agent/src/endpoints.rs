@@ -22,10 +22,11 @@ use crate::dataplane::sysctls::interface_sysctls;
 use crate::dataplane::{RouteDriver, RouteTarget, SysctlDriver};
 use crate::health::Readiness;
 use crate::localapi::proto::{
-    Allocate, Allocated, Attachment, Done, EndpointDown, EndpointUp, ErrorKind, Gc, Release,
-    StatusReply,
+    Allocate, Allocated, Applied, AppliedReply, Attachment, Done, EndpointDown, EndpointUp,
+    ErrorKind, Gc, Release, StatusReply,
 };
 use crate::localapi::{ApiError, Handler};
+use crate::policy::AppliedIndex;
 
 /// One pod attachment the agent knows.
 #[derive(Debug, Clone)]
@@ -72,6 +73,7 @@ pub struct LocalAgent {
     sysctls: Arc<Mutex<SysctlDriver>>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
     readiness: Readiness,
+    applied: Option<AppliedIndex>,
 }
 
 impl std::fmt::Debug for LocalAgent {
@@ -154,7 +156,14 @@ impl LocalAgent {
             sysctls,
             endpoints: Mutex::new(HashMap::new()),
             readiness,
+            applied: None,
         }
+    }
+
+    /// Answers `Applied` requests from what the policy task last programmed.
+    pub fn with_applied(mut self, applied: AppliedIndex) -> Self {
+        self.applied = Some(applied);
+        self
     }
 
     /// Announces borrowed pod addresses through `speaker`; `own_blocks` are the node's blocks.
@@ -546,5 +555,15 @@ impl Handler for LocalAgent {
         Ok(Done {
             detail: format!("released {released} address(es) of stale attachments"),
         })
+    }
+
+    async fn applied(&self, req: Applied) -> Result<AppliedReply, ApiError> {
+        match &self.applied {
+            Some(idx) => idx.lookup(&req.kind, &req.namespace, &req.name),
+            None => Err(ApiError::new(
+                ErrorKind::NotReady,
+                "network policy is not enforced by this agent",
+            )),
+        }
     }
 }

@@ -63,6 +63,7 @@ pub async fn run_reflector(
         node,
         speaker.clone(),
         kinds,
+        Arc::clone(&metrics),
         readiness,
         || None,
     ));

@@ -25,9 +25,6 @@ use crate::endpoints::LocalAgent;
 use crate::health::{Metrics, Readiness};
 use crate::localapi::server;
 
-/// How often the drivers re-read the kernel and repair drift.
-const RESYNC: Duration = Duration::from_secs(60);
-
 /// How long routes learned over BGP by a previous run are kept after a restart while the
 /// speaker learns them again; those not re-learned by then are removed.
 const BGP_CONVERGENCE: Duration = Duration::from_secs(30);
@@ -323,41 +320,20 @@ pub async fn run_node(
             node.clone(),
             speaker.clone(),
             kinds,
+            Arc::clone(&metrics),
             readiness.clone(),
             move || last_sync.get(),
         ))
     };
-    let resync = {
-        let (routes, sysctls, readiness, last_sync) = (
-            Arc::clone(&routes),
-            Arc::clone(&sysctls),
-            readiness.clone(),
-            last_sync.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RESYNC);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                // Never sweep before the first complete view of the datastore.
-                if !readiness.is_met("dataplane") {
-                    continue;
-                }
-                match routes.lock().await.resync().await {
-                    Ok(r) => {
-                        if r.written + r.removed > 0 {
-                            info!(written = r.written, removed = r.removed, "repaired routes");
-                        }
-                        if r.failed.is_empty() {
-                            last_sync.mark();
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "route resync failed"),
-                }
-                sysctls.lock().await.resync();
-            }
-        })
-    };
+    let settings = crate::settings::follow(&ds, &node).await;
+    let resync = tokio::spawn(refresh_routes(
+        Arc::clone(&routes),
+        Arc::clone(&sysctls),
+        readiness.clone(),
+        last_sync.clone(),
+        Arc::clone(&metrics),
+        settings,
+    ));
     shutdown.await;
     info!("stopping; kernel routes stay in place");
     let _ = stop_tx.send(true);
@@ -368,6 +344,49 @@ pub async fn run_node(
     speaker.shutdown().await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
+}
+
+/// Re-reads the routes and sysctls the agent owns every `routeRefreshInterval` (live from
+/// AgentConfiguration) and repairs what changed behind its back.
+async fn refresh_routes(
+    routes: Arc<Mutex<RouteDriver>>,
+    sysctls: Arc<Mutex<SysctlDriver>>,
+    readiness: Readiness,
+    last_sync: LastSync,
+    metrics: Arc<Metrics>,
+    mut settings: crate::settings::Settings,
+) {
+    loop {
+        let period = settings.borrow().route_refresh_interval;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            // A new interval applies at once (the sleep restarts with it).
+            changed = settings.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        // Never sweep before the first complete view of the datastore.
+        if !readiness.is_met("dataplane") {
+            continue;
+        }
+        match routes.lock().await.resync().await {
+            Ok(r) => {
+                if r.written + r.removed > 0 {
+                    info!(written = r.written, removed = r.removed, "repaired routes");
+                }
+                metrics.resynced("routes", r.written + r.removed);
+                if r.failed.is_empty() {
+                    last_sync.mark();
+                }
+            }
+            Err(e) => warn!(error = %e, "route resync failed"),
+        }
+        let (repaired, _) = sysctls.lock().await.resync_counted();
+        metrics.resynced("sysctls", repaired);
+    }
 }
 
 /// The node's BGP address: configured (`ip`), or detected in the node's namespace.

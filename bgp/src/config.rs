@@ -9,6 +9,15 @@
 //! cluster_id = "198.18.0.1"       # route-reflector cluster id (default: router_id
 //!                                 # when any peer is an rr-client)
 //!
+//! [graceful_restart]              # RFC 4724 and RFC 8538; every key optional
+//! enabled = true                  # advertise it and keep restarting peers' routes
+//! restart_time = 120              # seconds peers keep our routes while we restart (<= 4095)
+//! restarting = false              # set the R bit: this start is a restart
+//! forwarding = true               # F bit: forwarding state survives our restarts
+//! notification = true             # N bit (RFC 8538): Hard Reset on shutdown
+//! stale_time = 360                # seconds a restarted peer has to send End-of-RIB
+//! eor_wait = 120                  # seconds End-of-RIB may wait for our own routes
+//!
 //! [[peers]]
 //! address = "198.18.0.2"          # required
 //! asn = 64512                     # required; equal to ours means iBGP
@@ -22,6 +31,8 @@
 //! families = ["ipv4-unicast", "ipv6-unicast"]
 //! import = [{ prefix = "100.64.0.0/10", ge = 26, le = 32 }]           # default: all
 //! export = [{ prefix = "100.64.0.0/10", le = 32, action = "permit" }] # default: all
+//! password = "secret"             # TCP MD5 signatures (RFC 2385), at most 80 octets
+//! graceful_restart = true         # per peer, when enabled above
 //!
 //! [[originate]]
 //! prefix = "100.64.0.0/26"
@@ -38,7 +49,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::driver::{PeerConfig, SpeakerConfig};
+use crate::driver::{GracefulRestart, PeerConfig, SpeakerConfig};
 use crate::policy::{PeerPolicy, PrefixList};
 use crate::rib::NextHopMode;
 use crate::wire::Family;
@@ -95,6 +106,8 @@ pub struct Config {
     pub listen_port: u16,
     /// Route-reflector cluster id.
     pub cluster_id: Option<Ipv4Addr>,
+    /// Graceful restart.
+    pub graceful_restart: GracefulRestartSection,
     /// Peers.
     pub peers: Vec<PeerSection>,
     /// Prefixes to originate.
@@ -109,8 +122,44 @@ impl Default for Config {
             listen_address: "0.0.0.0".into(),
             listen_port: 179,
             cluster_id: None,
+            graceful_restart: GracefulRestartSection::default(),
             peers: Vec::new(),
             originate: Vec::new(),
+        }
+    }
+}
+
+/// The `[graceful_restart]` table (see [`GracefulRestart`] for the meanings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GracefulRestartSection {
+    /// Advertise graceful restart and keep restarting peers' routes.
+    pub enabled: bool,
+    /// Restart time we advertise, seconds.
+    pub restart_time: u16,
+    /// Set the R bit.
+    pub restarting: bool,
+    /// Set the F bit.
+    pub forwarding: bool,
+    /// Advertise and honour the N bit (RFC 8538).
+    pub notification: bool,
+    /// Seconds a restarted peer has to send End-of-RIB.
+    pub stale_time: u64,
+    /// Seconds End-of-RIB may wait for our routes.
+    pub eor_wait: u64,
+}
+
+impl Default for GracefulRestartSection {
+    fn default() -> Self {
+        let d = GracefulRestart::default();
+        Self {
+            enabled: d.enabled,
+            restart_time: d.restart_time,
+            restarting: d.restarting,
+            forwarding: d.forwarding,
+            notification: d.notification,
+            stale_time: d.stale_time.as_secs(),
+            eor_wait: d.eor_wait.as_secs(),
         }
     }
 }
@@ -143,6 +192,10 @@ pub struct PeerSection {
     pub import: Option<PrefixList>,
     /// Export prefix list (absent: advertise all).
     pub export: Option<PrefixList>,
+    /// TCP MD5 password.
+    pub password: Option<String>,
+    /// Graceful restart with this peer.
+    pub graceful_restart: bool,
 }
 
 impl Default for PeerSection {
@@ -160,6 +213,8 @@ impl Default for PeerSection {
             families: Family::ALL.to_vec(),
             import: None,
             export: None,
+            password: None,
+            graceful_restart: true,
         }
     }
 }
@@ -228,6 +283,18 @@ impl Config {
             if p.families.is_empty() {
                 return Err(invalid(f("families"), "must name at least one family"));
             }
+            if let Some(pw) = &p.password
+                && (pw.is_empty() || pw.len() > crate::driver::md5::MAX_KEY_LEN)
+            {
+                return Err(invalid(
+                    f("password"),
+                    format!(
+                        "must be 1 to {} octets long, is {}",
+                        crate::driver::md5::MAX_KEY_LEN,
+                        pw.len()
+                    ),
+                ));
+            }
             if p.rr_client && p.asn != Some(self.asn) {
                 return Err(invalid(
                     f("rr_client"),
@@ -239,6 +306,19 @@ impl Config {
                     l.validate().map_err(|e| invalid(f(name), e.to_string()))?;
                 }
             }
+        }
+        let gr = &self.graceful_restart;
+        if gr.restart_time > 4095 {
+            return Err(invalid(
+                "graceful_restart.restart_time",
+                format!("{} is more than 4095 seconds", gr.restart_time),
+            ));
+        }
+        if gr.stale_time == 0 {
+            return Err(invalid(
+                "graceful_restart.stale_time",
+                "must be at least 1 second",
+            ));
         }
         for (i, o) in self.originate.iter().enumerate() {
             if let Some(nh) = o.next_hop
@@ -267,6 +347,20 @@ impl Config {
         }
     }
 
+    /// The graceful-restart settings.
+    pub fn graceful_restart(&self) -> GracefulRestart {
+        let g = &self.graceful_restart;
+        GracefulRestart {
+            enabled: g.enabled,
+            restart_time: g.restart_time,
+            restarting: g.restarting,
+            forwarding: g.forwarding,
+            notification: g.notification,
+            stale_time: Duration::from_secs(g.stale_time),
+            eor_wait: Duration::from_secs(g.eor_wait),
+        }
+    }
+
     /// The peers' settings (call after [`Config::validate`]).
     pub fn peer_configs(&self) -> Vec<PeerConfig> {
         self.peers
@@ -285,6 +379,8 @@ impl Config {
                     import: p.import.clone(),
                     export: p.export.clone(),
                 };
+                c.password = p.password.clone();
+                c.graceful_restart = p.graceful_restart;
                 Some(c)
             })
             .collect()
@@ -301,9 +397,14 @@ asn = 64512
 listen_address = "198.18.0.1"
 cluster_id = "198.18.0.1"
 
+[graceful_restart]
+restart_time = 90
+restarting = true
+
 [[peers]]
 address = "198.18.0.2"
 asn = 64512
+password = "s3cret"
 passive = true
 rr_client = true
 next_hop = "unchanged"
@@ -331,6 +432,13 @@ prefix = "100.64.0.0/26"
         assert_eq!(peers[1].next_hop, Some(NextHopMode::OwnAddress));
         assert_eq!(peers[1].families, vec![Family::Ipv6Unicast]);
         assert_eq!(c.speaker().listen, Some("198.18.0.1:179".parse().unwrap()));
+        assert_eq!(peers[0].password.as_deref(), Some("s3cret"));
+        let gr = c.graceful_restart();
+        assert_eq!(
+            (gr.restart_time, gr.restarting, gr.enabled),
+            (90, true, true)
+        );
+        assert_eq!(gr.eor_wait, Duration::from_secs(120));
     }
 
     #[test]
@@ -358,6 +466,14 @@ prefix = "100.64.0.0/26"
                 .to_string()
                 .contains("peers[1].rr_client")
         );
+        let mut c: Config = toml::from_str(EXAMPLE).unwrap();
+        c.peers[0].password = Some("x".repeat(81));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("peers[0].password"), "{e}");
+        let mut c: Config = toml::from_str(EXAMPLE).unwrap();
+        c.graceful_restart.restart_time = 5000;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("graceful_restart.restart_time"), "{e}");
         let mut c: Config = toml::from_str(EXAMPLE).unwrap();
         c.peers[0].import.as_mut().unwrap().entries[0].ge = Some(8);
         assert!(

@@ -28,7 +28,9 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::wire::{Capability, Codec, DecodeError, Family, Message, Notification, Open, codes};
+use crate::wire::{
+    Capability, Codec, DecodeError, Family, GracefulRestartCap, Message, Notification, Open, codes,
+};
 
 /// Hold time used while waiting for the peer's OPEN (RFC 4271 suggests 4 minutes).
 pub const LARGE_HOLD: Duration = Duration::from_secs(240);
@@ -140,6 +142,32 @@ pub struct Negotiated {
     pub families: Vec<Family>,
     /// The peer supports route refresh.
     pub route_refresh: bool,
+    /// The peer's graceful restart capability (RFC 4724), if both sides advertised
+    /// one.
+    pub graceful_restart: Option<GracefulRestartCap>,
+    /// Both sides set the N bit (RFC 8538): NOTIFICATIONs other than Hard Reset
+    /// keep graceful restart, and we stop sessions with a Hard Reset.
+    pub graceful_notification: bool,
+}
+
+impl Negotiated {
+    /// Whether the session's end (`why`) lets the peer's routes be kept as stale
+    /// (RFC 4724 §4.2, RFC 8538 §3): the peer advertised graceful restart and the
+    /// session ended by TCP failure or hold-timer expiry, or, with the N bit on both
+    /// sides, by any NOTIFICATION but a Hard Reset. Never after we stopped it.
+    pub fn keeps_routes_after(&self, why: &DownReason) -> bool {
+        if self.graceful_restart.is_none() {
+            return false;
+        }
+        match why {
+            DownReason::Stopped => false,
+            DownReason::ConnectionLost => true,
+            DownReason::Sent(n) | DownReason::Received(n) => {
+                n.code == codes::HOLD_TIMER_EXPIRED
+                    || (self.graceful_notification && !n.is_hard_reset())
+            }
+        }
+    }
 }
 
 /// Inputs of the state machine (RFC 4271 §8.1, by event number).
@@ -151,6 +179,10 @@ pub enum Event {
     ManualStart,
     /// 2 ManualStop.
     ManualStop,
+    /// ManualStop for a graceful restart of this speaker (RFC 4724 §4.1): every
+    /// connection is closed without a NOTIFICATION, so that the peer keeps our
+    /// routes.
+    StopForRestart,
     /// 3 AutomaticStart (also 5 for passive peers).
     AutomaticStart,
     /// 9 ConnectRetryTimer_Expires.
@@ -520,11 +552,23 @@ impl Session {
             // ---- ManualStop, any other state ---------------------------------------
             (_, ManualStop) => {
                 self.auto = false;
-                self.go_idle(
-                    Some(Notification::cease(codes::CEASE_ADMIN_SHUTDOWN)),
-                    DownReason::Stopped,
-                    out,
-                );
+                let cease = Notification::cease(codes::CEASE_ADMIN_SHUTDOWN);
+                // RFC 8538 §5: an administrative shutdown is a Hard Reset, so that
+                // the peer really drops our routes.
+                let n = if self
+                    .negotiated
+                    .as_ref()
+                    .is_some_and(|n| n.graceful_notification)
+                {
+                    Notification::hard_reset(&cease)
+                } else {
+                    cease
+                };
+                self.go_idle(Some(n), DownReason::Stopped, out);
+            }
+            (_, StopForRestart) => {
+                self.auto = false;
+                self.go_idle(None, DownReason::Stopped, out);
             }
             (_, ManualStart) | (_, AutomaticStart) | (_, IdleHoldTimerExpires) => {}
 
@@ -650,6 +694,19 @@ impl Session {
                     self.other = Some(c);
                 }
             }
+            // RFC 4724 §4.2: a graceful-restart peer that connects again while we
+            // still hold its old session has restarted; the old session ends (its
+            // routes kept stale) and the new connection is taken.
+            (Established, TcpConnectionConfirmed(id))
+                if self
+                    .negotiated
+                    .as_ref()
+                    .is_some_and(|n| n.graceful_restart.is_some()) =>
+            {
+                self.go_idle(None, DownReason::ConnectionLost, out);
+                // Idle with automatic restart, or Active: either takes it.
+                self.step(TcpConnectionConfirmed(id), out);
+            }
             (Established, TcpConnectionConfirmed(id)) => {
                 let c = Conn {
                     id,
@@ -709,7 +766,18 @@ impl Session {
             .into_iter()
             .filter(|f| self.cfg.families.contains(f))
             .collect();
+        let ours = self.cfg.extra_capabilities.iter().find_map(|c| match c {
+            Capability::GracefulRestart(g) => Some(g),
+            _ => None,
+        });
+        let graceful_restart = ours.and(o.graceful_restart().cloned());
+        let graceful_notification = ours.is_some_and(GracefulRestartCap::notification)
+            && graceful_restart
+                .as_ref()
+                .is_some_and(GracefulRestartCap::notification);
         let neg = Negotiated {
+            graceful_restart,
+            graceful_notification,
             conn: id,
             hold_time: hold,
             keepalive,

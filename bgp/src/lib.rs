@@ -18,4 +18,4 @@ pub mod rib;
 pub mod standalone;
 pub mod wire;
 
-pub use driver::{Error, PeerConfig, PeerStatus, Speaker, SpeakerConfig};
+pub use driver::{Error, GracefulRestart, PeerConfig, PeerStatus, Speaker, SpeakerConfig};

@@ -23,7 +23,10 @@ pub enum Error {
 }
 
 /// Loads `config_path`, runs the speaker until SIGINT or SIGTERM, then closes every
-/// session with a Cease. Builds its own tokio runtime; call it from a plain `main`.
+/// session with a Cease; on SIGUSR2 it stops for a graceful restart instead (closes
+/// without a NOTIFICATION, so that peers keep its routes: start it again with
+/// `graceful_restart.restarting = true`). Builds its own tokio runtime; call it from
+/// a plain `main`.
 pub fn run(config_path: &Path) -> Result<(), Error> {
     let config = Config::load(config_path).map_err(Error::Config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -34,14 +37,21 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     rt.block_on(serve(config))
 }
 
-/// Runs the speaker of `config` until SIGINT or SIGTERM.
+/// Runs the speaker of `config` until SIGINT or SIGTERM (Cease) or SIGUSR2 (stop for
+/// a graceful restart).
 pub async fn serve(config: Config) -> Result<(), Error> {
+    use tokio::signal::unix::{SignalKind, signal};
     let speaker = start(&config).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(Error::Runtime)?;
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
+    let mut usr2 = signal(SignalKind::user_defined2()).map_err(Error::Runtime)?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => info!("interrupted"),
         _ = term.recv() => info!("terminated"),
+        _ = usr2.recv() => {
+            info!("SIGUSR2: stopping for a graceful restart");
+            speaker.stop_for_restart().await;
+            return Ok(());
+        }
     }
     speaker.shutdown().await;
     Ok(())
@@ -49,7 +59,7 @@ pub async fn serve(config: Config) -> Result<(), Error> {
 
 /// Starts the speaker of `config` with its peers and originated prefixes.
 pub async fn start(config: &Config) -> Result<Speaker, Error> {
-    let speaker = Speaker::start(config.speaker())
+    let speaker = Speaker::start_with(config.speaker(), config.graceful_restart())
         .await
         .map_err(Error::Speaker)?;
     for p in config.peer_configs() {
@@ -64,6 +74,8 @@ pub async fn start(config: &Config) -> Result<Speaker, Error> {
             .originate(o.prefix, o.next_hop)
             .map_err(Error::Speaker)?;
     }
+    // Every route of ours is in: End-of-RIB may go out (RFC 4724 §4.1).
+    speaker.initial_routes_done().map_err(Error::Speaker)?;
     info!(router_id = ?config.router_id, asn = config.asn, peers = config.peers.len(), "speaker running");
     Ok(speaker)
 }

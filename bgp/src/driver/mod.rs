@@ -9,12 +9,14 @@
 
 mod conn;
 mod core;
+pub mod md5;
 mod peer;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 use tokio::net::TcpListener;
@@ -50,6 +52,15 @@ pub enum Error {
     /// The speaker's tasks have ended.
     #[error("the speaker has stopped")]
     Stopped,
+    /// The peer's TCP MD5 password could not be set.
+    #[error("cannot set the TCP MD5 password (PeerConfig.password) for peer {addr}")]
+    Md5 {
+        /// The peer.
+        addr: IpAddr,
+        /// Why.
+        #[source]
+        source: md5::Md5Error,
+    },
 }
 
 /// Speaker-wide settings.
@@ -64,6 +75,61 @@ pub struct SpeakerConfig {
     /// Route-reflector cluster id (defaults to the router id if any peer is an
     /// rr-client).
     pub cluster_id: Option<Ipv4Addr>,
+}
+
+/// Graceful restart (RFC 4724) and its notification extension (RFC 8538), for the
+/// whole speaker. See [`Speaker::start_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GracefulRestart {
+    /// Advertise the capability and keep a restarting peer's routes (default on).
+    /// Per peer it can be turned off with [`PeerConfig::graceful_restart`].
+    pub enabled: bool,
+    /// Restart time we advertise: how long peers keep our routes while we are gone,
+    /// seconds, at most 4095 (default 120, as Calico).
+    pub restart_time: u16,
+    /// Set the Restart State (R) bit: this speaker has just restarted and will send
+    /// End-of-RIB once its routes are in (default off; the node agent sets it when
+    /// it comes back from [`Speaker::stop_for_restart`]).
+    pub restarting: bool,
+    /// Set the Forwarding State (F) bit for every family: the routes we installed
+    /// survived the restart (default on).
+    pub forwarding: bool,
+    /// Advertise and honour the N bit (RFC 8538): with it negotiated, a
+    /// NOTIFICATION other than Hard Reset keeps graceful restart, and
+    /// [`Speaker::shutdown`]/[`Speaker::remove_peer`] send a Hard Reset (default on).
+    pub notification: bool,
+    /// How long a restarted peer's stale routes wait for its End-of-RIB once its
+    /// session is back (default 360 s, as BIRD and FRR).
+    pub stale_time: Duration,
+    /// Longest wait for [`Speaker::initial_routes_done`] before End-of-RIB is sent
+    /// anyway (default 120 s; zero: never hold End-of-RIB back).
+    pub eor_wait: Duration,
+}
+
+impl Default for GracefulRestart {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            restart_time: 120,
+            restarting: false,
+            forwarding: true,
+            notification: true,
+            stale_time: Duration::from_secs(360),
+            eor_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+impl GracefulRestart {
+    /// Graceful restart off: no capability, routes dropped when a session ends, and
+    /// End-of-RIB right after each session's initial update.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            eor_wait: Duration::ZERO,
+            ..Self::default()
+        }
+    }
 }
 
 /// One peer.
@@ -91,6 +157,12 @@ pub struct PeerConfig {
     pub families: Vec<Family>,
     /// Import and export filters.
     pub policy: PeerPolicy,
+    /// TCP MD5 signature password (RFC 2385), at most 80 octets. Set on the
+    /// listening socket for this peer's address and on our connecting sockets; a
+    /// mismatch means no session (the kernel drops the segments silently).
+    pub password: Option<String>,
+    /// Graceful restart with this peer when it is enabled speaker-wide (default on).
+    pub graceful_restart: bool,
 }
 
 impl PeerConfig {
@@ -108,6 +180,8 @@ impl PeerConfig {
             connect_retry: Duration::from_secs(5),
             families: Vec::new(),
             policy: PeerPolicy::default(),
+            password: None,
+            graceful_restart: true,
         }
     }
 
@@ -125,6 +199,7 @@ impl PeerConfig {
 pub(crate) struct PeerShared {
     pub state: State,
     pub established_at: Option<Instant>,
+    pub established_wall: Option<SystemTime>,
     pub remote_id: Option<Ipv4Addr>,
     pub hold_time: Option<u16>,
     pub families: Vec<Family>,
@@ -136,6 +211,7 @@ impl Default for PeerShared {
         Self {
             state: State::Idle,
             established_at: None,
+            established_wall: None,
             remote_id: None,
             hold_time: None,
             families: Vec::new(),
@@ -155,6 +231,8 @@ pub struct PeerStatus {
     pub state: State,
     /// Time since the session was Established.
     pub uptime: Option<Duration>,
+    /// When the session was Established (wall clock).
+    pub since: Option<SystemTime>,
     /// The peer's BGP identifier (last session).
     pub remote_id: Option<Ipv4Addr>,
     /// Negotiated hold time.
@@ -167,6 +245,11 @@ pub struct PeerStatus {
     pub accepted: u64,
     /// Prefixes advertised to the peer.
     pub advertised: u64,
+    /// Of `accepted`, paths kept stale while the peer restarts (RFC 4724).
+    pub stale: u64,
+    /// The peer's session went down gracefully and its routes are kept until it is
+    /// back and sends End-of-RIB, or the restart or stale timer expires.
+    pub restarting: bool,
     /// The last error (NOTIFICATION sent or received, connection failure).
     pub last_error: Option<String>,
 }
@@ -181,20 +264,40 @@ pub struct Speaker {
 }
 
 #[derive(Debug)]
-struct ListenerGuard(Option<tokio::task::JoinHandle<()>>);
+struct ListenerGuard(Mutex<Option<tokio::task::JoinHandle<()>>>);
+
+impl ListenerGuard {
+    /// Stops the accept task and waits until it (and so the listening socket) is gone.
+    async fn stop(&self) {
+        let h = self.0.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = h {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
 
 impl Drop for ListenerGuard {
     fn drop(&mut self) {
-        if let Some(h) = &self.0 {
+        if let Ok(h) = self.0.lock()
+            && let Some(h) = h.as_ref()
+        {
             h.abort();
         }
     }
 }
 
 impl Speaker {
-    /// Binds the listener (if any) and starts the core task.
+    /// Binds the listener (if any) and starts the core task, with graceful restart
+    /// as [`GracefulRestart::default`].
     pub async fn start(cfg: SpeakerConfig) -> Result<Speaker, Error> {
+        Self::start_with(cfg, GracefulRestart::default()).await
+    }
+
+    /// [`Speaker::start`] with these graceful-restart settings.
+    pub async fn start_with(cfg: SpeakerConfig, gr: GracefulRestart) -> Result<Speaker, Error> {
         let (tx, rx) = unbounded_channel();
+        let mut listen_fd: Option<(OwnedFd, bool)> = None;
         let by_addr: Arc<Mutex<HashMap<IpAddr, UnboundedSender<PeerCmd>>>> = Arc::default();
         let (listener, local_addr) = match cfg.listen {
             Some(addr) => {
@@ -204,6 +307,11 @@ impl Speaker {
                 let local = l
                     .local_addr()
                     .map_err(|source| Error::Listen { addr, source })?;
+                // A second descriptor of the listening socket, for TCP MD5 keys.
+                let fd = std::os::fd::AsFd::as_fd(&l)
+                    .try_clone_to_owned()
+                    .map_err(|source| Error::Listen { addr, source })?;
+                listen_fd = Some((fd, local.is_ipv6()));
                 info!(addr = %local, "listening");
                 (
                     Some(tokio::spawn(accept_loop(l, by_addr.clone()))),
@@ -217,11 +325,11 @@ impl Speaker {
             router_id: cfg.router_id,
             cluster_id: cfg.cluster_id,
         });
-        tokio::spawn(Core::new(rib, tx.clone(), rx, by_addr).run());
+        tokio::spawn(Core::new(rib, tx.clone(), rx, by_addr, gr, listen_fd).run());
         Ok(Speaker {
             tx,
             local_addr,
-            _listener: Arc::new(ListenerGuard(listener)),
+            _listener: Arc::new(ListenerGuard(Mutex::new(listener))),
         })
     }
 
@@ -297,9 +405,33 @@ impl Speaker {
         self.ask(|tx| CoreMsg::SetPolicy(addr, policy, tx)).await?
     }
 
-    /// Stops every session with a Cease and ends the speaker.
+    /// Stops every session with a Cease (a Hard Reset with peers that negotiated
+    /// RFC 8538, so that they drop our routes) and ends the speaker.
     pub async fn shutdown(self) {
         let _ = self.ask(CoreMsg::Shutdown).await;
+        self._listener.stop().await;
+    }
+
+    /// Stops for a graceful restart (RFC 4724 §4.1): closes every session's TCP
+    /// connection without a NOTIFICATION, so that graceful-restart peers keep our
+    /// routes for the restart time, and ends the speaker (listener included). Start
+    /// the next speaker with [`GracefulRestart::restarting`] set, originate the
+    /// routes, then call [`Speaker::initial_routes_done`].
+    pub async fn stop_for_restart(self) {
+        let _ = self.ask(CoreMsg::StopForRestart).await;
+        self._listener.stop().await;
+    }
+
+    /// Says that the application's initial routes are originated. Until then (or
+    /// until [`GracefulRestart::eor_wait`] has passed since start) sessions get
+    /// their updates but no End-of-RIB, so that a peer holding our stale routes
+    /// from before a restart does not sweep those not yet re-announced. Then every
+    /// Established session is sent End-of-RIB, and later sessions get it right
+    /// after their initial updates. Calling it again does nothing.
+    pub fn initial_routes_done(&self) -> Result<(), Error> {
+        self.tx
+            .send(CoreMsg::InitialRoutesDone)
+            .map_err(|_| Error::Stopped)
     }
 }
 
@@ -338,5 +470,7 @@ async fn accept_loop(
     }
 }
 
+#[cfg(test)]
+mod gr_tests;
 #[cfg(test)]
 mod tests;

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::net::{TcpSocket, TcpStream};
@@ -15,7 +16,7 @@ use super::conn::{Conn, ConnEvent};
 use super::core::CoreMsg;
 use super::{PeerConfig, PeerShared};
 use crate::fsm::{
-    Action, ConnId, Direction, DownReason, Event, Session, SessionConfig, State, Timer,
+    Action, ConnId, Direction, DownReason, Event, Negotiated, Session, SessionConfig, State, Timer,
 };
 use crate::rib::{PeerId, PeerUp};
 use crate::wire::{Codec, Family, Message, RouteRefresh, Update, codes};
@@ -29,6 +30,8 @@ pub(crate) enum PeerCmd {
     Refresh,
     /// Stop the session (Cease) and end the task.
     Stop,
+    /// Close the session without NOTIFICATION (graceful restart) and end the task.
+    StopForRestart,
 }
 
 pub(crate) struct PeerTask {
@@ -43,6 +46,10 @@ pub(crate) struct PeerTask {
     events_tx: UnboundedSender<ConnEvent>,
     events: UnboundedReceiver<ConnEvent>,
     next_in: u32,
+    /// What the current (or last) session negotiated.
+    negotiated: Option<Negotiated>,
+    /// Consecutive connect failures, for the MD5 hint.
+    connect_failures: u32,
 }
 
 fn reason_text(r: &DownReason) -> String {
@@ -76,6 +83,8 @@ impl PeerTask {
             events_tx,
             events,
             next_in: 0,
+            negotiated: None,
+            connect_failures: 0,
         }
     }
 
@@ -93,6 +102,10 @@ impl PeerTask {
                 cmd = self.cmds.recv() => match cmd {
                     None | Some(PeerCmd::Stop) => {
                         self.feed(Event::ManualStop);
+                        break;
+                    }
+                    Some(PeerCmd::StopForRestart) => {
+                        self.feed(Event::StopForRestart);
                         break;
                     }
                     Some(PeerCmd::Incoming(s)) => self.incoming(s),
@@ -178,7 +191,19 @@ impl PeerTask {
             },
             ConnEvent::ConnectFailed(id, e) => {
                 debug!(conn = ?id, error = %e, "connect failed");
-                self.set_error(format!("connect: {e}"));
+                self.connect_failures = self.connect_failures.saturating_add(1);
+                if self.cfg.password.is_some() && e.kind() == std::io::ErrorKind::TimedOut {
+                    // With TCP MD5 the kernel drops segments with a wrong or missing
+                    // signature without a word: a timeout is the only symptom.
+                    warn!(error = %e, failures = self.connect_failures,
+                        "cannot connect to the peer, and TCP MD5 is configured for it: \
+                         if the peer is up, check that both sides use the same password");
+                    self.set_error(format!(
+                        "connect: {e} (TCP MD5 is configured: a password mismatch looks like this)"
+                    ));
+                } else {
+                    self.set_error(format!("connect: {e}"));
+                }
                 self.feed(Event::TcpConnectionFails(id));
             }
             ConnEvent::Closed(id, e) => {
@@ -207,7 +232,17 @@ impl PeerTask {
             let established =
                 self.session.state() == State::Established && self.session.connection() == Some(id);
             match m {
-                Message::Update(u) if established => updates.push(u),
+                Message::Update(u) if established => {
+                    if !u.errors.is_empty() {
+                        // RFC 7606: contained; this session and the others go on.
+                        for e in &u.errors {
+                            warn!(action = ?e.action, error = %e.error,
+                                withdrawn = u.treat_as_withdraw().then_some(u.nlri.len() + u.mp_reach.as_ref().map_or(0, |m| m.nlri.len())),
+                                "malformed UPDATE attribute handled per RFC 7606");
+                        }
+                    }
+                    updates.push(u)
+                }
                 Message::RouteRefresh(_) if established => refresh = true,
                 m => {
                     // Hand over the UPDATEs so far before a state change.
@@ -305,9 +340,13 @@ impl PeerTask {
                 let Some(c) = self.conns.get(&neg.conn) else {
                     return;
                 };
-                info!(remote_id = %neg.remote.bgp_id, hold = neg.hold_time, families = ?neg.families, "session established");
+                info!(remote_id = %neg.remote.bgp_id, hold = neg.hold_time, families = ?neg.families,
+                    graceful_restart = neg.graceful_restart.is_some(), "session established");
+                self.connect_failures = 0;
+                self.negotiated = Some((*neg).clone());
                 if let Ok(mut s) = self.shared.lock() {
                     s.established_at = Some(Instant::now());
+                    s.established_wall = Some(SystemTime::now());
                     s.remote_id = Some(neg.remote.bgp_id);
                     s.hold_time = Some(neg.hold_time);
                     s.families = neg.families.clone();
@@ -322,6 +361,7 @@ impl PeerTask {
                     id: self.id,
                     up,
                     tx: c.tx.clone(),
+                    gr: neg.graceful_restart.clone(),
                 });
             }
             Action::Down(reason) => {
@@ -329,12 +369,37 @@ impl PeerTask {
                 info!(reason = %text, "session down");
                 if let Ok(mut s) = self.shared.lock() {
                     s.established_at = None;
+                    s.established_wall = None;
                     s.families.clear();
                     if reason != DownReason::Stopped {
                         s.last_error = Some(text);
                     }
                 }
-                let _ = self.core.send(CoreMsg::Down { id: self.id });
+                // Graceful restart: which families' routes the peer's restart keeps.
+                let (keep, restart_time) = match self.negotiated.take() {
+                    Some(neg) if neg.keeps_routes_after(&reason) => {
+                        let cap = neg.graceful_restart.unwrap_or_else(|| {
+                            crate::wire::GracefulRestartCap {
+                                flags: 0,
+                                restart_time: 0,
+                                families: Vec::new(),
+                            }
+                        });
+                        let keep: Vec<Family> = neg
+                            .families
+                            .iter()
+                            .copied()
+                            .filter(|f| cap.forwarding(*f).is_some())
+                            .collect();
+                        (keep, cap.restart_time)
+                    }
+                    _ => (Vec::new(), 0),
+                };
+                let _ = self.core.send(CoreMsg::Down {
+                    id: self.id,
+                    keep,
+                    restart_time,
+                });
             }
         }
     }
@@ -344,8 +409,9 @@ impl PeerTask {
         let local = self.cfg.local_addr;
         let timeout = self.cfg.connect_retry.max(Duration::from_secs(1));
         let tx = self.events_tx.clone();
+        let password = self.cfg.password.clone();
         tokio::spawn(async move {
-            let r = tokio::time::timeout(timeout, connect(remote, local)).await;
+            let r = tokio::time::timeout(timeout, connect(remote, local, password)).await;
             let ev = match r {
                 Ok(Ok(s)) => ConnEvent::Connected(id, s),
                 Ok(Err(e)) => ConnEvent::ConnectFailed(id, e),
@@ -359,12 +425,25 @@ impl PeerTask {
     }
 }
 
-async fn connect(remote: SocketAddr, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
+async fn connect(
+    remote: SocketAddr,
+    local: Option<IpAddr>,
+    password: Option<String>,
+) -> std::io::Result<TcpStream> {
     let sock = if remote.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
+    if let Some(pw) = &password {
+        super::md5::set_key(
+            sock.as_fd(),
+            remote.is_ipv6(),
+            remote.ip(),
+            Some(pw.as_bytes()),
+        )
+        .map_err(std::io::Error::other)?;
+    }
     if let Some(l) = local {
         sock.bind(SocketAddr::new(l, 0))?;
     }

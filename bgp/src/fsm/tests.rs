@@ -512,3 +512,116 @@ fn idle_after_an_error_accepts_the_peers_connection_instead_of_waiting_for_idle_
     assert!(a.contains(&Action::StopTimer(Timer::IdleHold)));
     assert!(matches!(sends(&a)[0], (c, Message::Open(_)) if c == in1()));
 }
+
+// ---- Graceful restart (RFC 4724) and RFC 8538 --------------------------------
+
+fn gr_cap(n: bool) -> GracefulRestartCap {
+    GracefulRestartCap::new(120, false, n, &Family::ALL, true)
+}
+
+/// Established with both sides advertising graceful restart (N bit as given).
+fn established_gr(ours_n: bool, theirs_n: bool) -> Session {
+    let mut c = cfg();
+    c.extra_capabilities
+        .push(Capability::GracefulRestart(gr_cap(ours_n)));
+    let mut s = Session::new(c);
+    s.handle(Event::ManualStart);
+    s.handle(Event::TcpCrAcked(out1()));
+    let mut o = peer_open(HIGHER, 90);
+    o.capabilities
+        .push(Capability::GracefulRestart(gr_cap(theirs_n)));
+    s.handle(Event::BgpOpen(out1(), o));
+    s.handle(Event::KeepAliveMsg(out1()));
+    assert_eq!(s.state(), State::Established);
+    s
+}
+
+#[test]
+fn graceful_restart_is_negotiated_only_when_both_sides_advertise_it() {
+    let s = established_gr(true, true);
+    let n = s.negotiated().unwrap();
+    assert_eq!(n.graceful_restart, Some(gr_cap(true)));
+    assert!(n.graceful_notification);
+    let s = established_gr(true, false);
+    assert!(!s.negotiated().unwrap().graceful_notification);
+    // The peer advertises it, we do not.
+    let mut s = open_sent();
+    let mut o = peer_open(HIGHER, 90);
+    o.capabilities
+        .push(Capability::GracefulRestart(gr_cap(true)));
+    s.handle(Event::BgpOpen(out1(), o));
+    s.handle(Event::KeepAliveMsg(out1()));
+    assert_eq!(s.negotiated().unwrap().graceful_restart, None);
+}
+
+#[test]
+fn stop_for_restart_closes_without_notification() {
+    let mut s = established_gr(true, true);
+    let a = s.handle(Event::StopForRestart);
+    assert_eq!(notification_sent(&a), None);
+    assert!(a.contains(&Action::Close(out1())));
+    assert!(a.contains(&Action::Down(DownReason::Stopped)));
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn manual_stop_sends_a_hard_reset_when_the_n_bit_is_negotiated() {
+    let mut s = established_gr(true, true);
+    let a = s.handle(Event::ManualStop);
+    let n = sends(&a)
+        .into_iter()
+        .find_map(|(_, m)| match m {
+            Message::Notification(n) => Some(n),
+            _ => None,
+        })
+        .unwrap();
+    assert!(n.is_hard_reset());
+    assert_eq!(n.data, vec![codes::CEASE, codes::CEASE_ADMIN_SHUTDOWN]);
+    // Without the N bit on both sides: a plain Cease.
+    let mut s = established_gr(true, false);
+    let a = s.handle(Event::ManualStop);
+    assert_eq!(
+        notification_sent(&a),
+        Some((codes::CEASE, codes::CEASE_ADMIN_SHUTDOWN))
+    );
+}
+
+#[test]
+fn which_session_ends_keep_the_peers_routes() {
+    let cease = Notification::cease(codes::CEASE_ADMIN_RESET);
+    let hold = Notification::new(codes::HOLD_TIMER_EXPIRED, 0);
+    let hard = Notification::hard_reset(&cease);
+    let with_n = established_gr(true, true).negotiated().unwrap().clone();
+    let without_n = established_gr(true, false).negotiated().unwrap().clone();
+    let no_gr = established().negotiated().unwrap().clone();
+    for (neg, why, keeps) in [
+        (&with_n, DownReason::ConnectionLost, true),
+        (&with_n, DownReason::Sent(hold.clone()), true),
+        (&with_n, DownReason::Received(cease.clone()), true),
+        (&with_n, DownReason::Received(hard.clone()), false),
+        (&with_n, DownReason::Stopped, false),
+        (&without_n, DownReason::ConnectionLost, true),
+        (&without_n, DownReason::Sent(hold.clone()), true),
+        (&without_n, DownReason::Received(cease.clone()), false),
+        (&no_gr, DownReason::ConnectionLost, false),
+    ] {
+        assert_eq!(neg.keeps_routes_after(&why), keeps, "{why:?}");
+    }
+}
+
+#[test]
+fn a_graceful_restart_peer_connecting_while_established_replaces_the_old_session() {
+    let mut s = established_gr(true, true);
+    let a = s.handle(Event::TcpConnectionConfirmed(in1()));
+    // The old session ends as a lost connection (its routes kept by the driver)...
+    assert!(a.contains(&Action::Down(DownReason::ConnectionLost)));
+    assert!(a.contains(&Action::Close(out1())));
+    assert_eq!(notification_sent(&a), None);
+    // ...and the new connection is answered with our OPEN.
+    assert!(
+        sends(&a)
+            .iter()
+            .any(|(c, m)| *c == in1() && matches!(m, Message::Open(_)))
+    );
+    assert_eq!(s.state(), State::OpenSent);
+}

@@ -333,7 +333,7 @@ pub(super) fn flush_family<P: Fam>(rib: &mut Rib, f: &mut Flush) {
     }
 }
 
-pub(super) fn dump_family<P: Fam>(rib: &mut Rib, peer: PeerId) -> Vec<u8> {
+pub(super) fn dump_family<P: Fam>(rib: &mut Rib, peer: PeerId, eor: bool) -> Vec<u8> {
     let (ctx, fam) = P::state(rib);
     let mut out = Vec::new();
     let Some((_, gid)) = ctx.peer(peer).and_then(|e| e.up.clone()) else {
@@ -363,7 +363,9 @@ pub(super) fn dump_family<P: Fam>(rib: &mut Rib, peer: PeerId) -> Vec<u8> {
         let (block, nh) = &blocks.blocks[b];
         P::pack(&mut out, block, nh, &ps);
     }
-    end_of_rib_into(&mut out, P::FAMILY);
+    if eor {
+        end_of_rib_into(&mut out, P::FAMILY);
+    }
     if first_member && let Some(g) = ctx.groups.get_mut(gid.0).and_then(Option::as_mut) {
         g.advertised += count;
     }

@@ -141,6 +141,9 @@ pub struct Counters {
     pub best: u64,
     /// Prefixes currently advertised to the peer.
     pub advertised: u64,
+    /// Paths from the peer kept stale across its restart (RFC 4724), included in
+    /// `accepted`.
+    pub stale: u64,
 }
 
 #[derive(Debug)]
@@ -298,6 +301,10 @@ impl Ctx {
     }
 }
 
+fn is_stale(ps: &Paths, peer: PeerId) -> bool {
+    ps.of(peer).is_some_and(|p| p.stale)
+}
+
 fn fib_next_hop(p: Option<&Path>) -> Option<IpAddr> {
     let p = p?;
     if p.peer == PeerId::LOCAL {
@@ -451,8 +458,13 @@ impl Rib {
             std::collections::hash_map::Entry::Occupied(mut o) => {
                 let ps = o.get_mut();
                 old_best = ps.best().cloned();
-                let had = ps.of(peer).is_some();
+                let had = ps.of(peer).map(|p| p.stale);
+                let had_stale = had == Some(true);
+                let had = had.is_some();
                 let changed = ps.upsert(path);
+                if had_stale && let Some(e) = ctx.peer_mut(peer) {
+                    e.counters.stale = e.counters.stale.saturating_sub(1);
+                }
                 if changed {
                     if !had && let Some(e) = ctx.peer_mut(peer) {
                         e.counters.accepted += 1;
@@ -473,6 +485,7 @@ impl Rib {
             return;
         };
         let old_best = o.get().best().cloned();
+        let was_stale = o.get().of(peer).is_some_and(|p| p.stale);
         match o.get_mut().remove(peer) {
             None => {
                 o.remove();
@@ -482,6 +495,9 @@ impl Rib {
         }
         if let Some(e) = ctx.peer_mut(peer) {
             e.counters.accepted = e.counters.accepted.saturating_sub(1);
+            if was_stale {
+                e.counters.stale = e.counters.stale.saturating_sub(1);
+            }
         }
         fam.dirty.entry(p).or_insert(old_best);
     }
@@ -494,13 +510,7 @@ impl Rib {
         };
         for &p in ps {
             match attrs {
-                Some(a) if policy_ok(self, p) => self.upsert(
-                    p,
-                    Path {
-                        attrs: a.clone(),
-                        peer,
-                    },
-                ),
+                Some(a) if policy_ok(self, p) => self.upsert(p, Path::new(a.clone(), peer)),
                 // Rejected by policy or a loop: an implicit withdrawal of any older path.
                 _ => self.remove(p, peer),
             }
@@ -508,9 +518,23 @@ impl Rib {
     }
 
     /// Applies one UPDATE received from `peer` (marks prefixes dirty; see [`Rib::flush`]).
+    ///
+    /// An UPDATE to be treated as withdraw (RFC 7606) withdraws the routes it lists
+    /// as withdrawn and those it announces.
     pub fn apply_update(&mut self, peer: PeerId, u: &Update) {
         let mut received = u.nlri.len() as u64;
         let mut withdrawn = u.withdrawn.len() as u64;
+        if u.treat_as_withdraw() {
+            for &p in &u.nlri {
+                self.remove(p, peer);
+            }
+            if let Some(r) = &u.mp_reach {
+                match &r.nlri {
+                    MpNlri::V4(v) => v.iter().for_each(|&p| self.remove(p, peer)),
+                    MpNlri::V6(v) => v.iter().for_each(|&p| self.remove(p, peer)),
+                }
+            }
+        }
         for &p in &u.withdrawn {
             self.remove(p, peer);
         }
@@ -562,10 +586,7 @@ impl Rib {
             next_hop,
             ..PathAttrs::default()
         });
-        let path = Path {
-            attrs,
-            peer: PeerId::LOCAL,
-        };
+        let path = Path::new(attrs, PeerId::LOCAL);
         match prefix {
             Prefix::V4(p) => self.upsert(p, path),
             Prefix::V6(p) => self.upsert(p, path),
@@ -583,6 +604,13 @@ impl Rib {
     /// The session with `peer` is Established: joins its update group and returns
     /// pending output, then the initial table dump and End-of-RIB for that peer.
     pub fn peer_up(&mut self, peer: PeerId, up: PeerUp) -> Vec<Output> {
+        self.peer_up_eor(peer, up, true)
+    }
+
+    /// [`Rib::peer_up`], with End-of-RIB only if `eor`: a restarting speaker holds
+    /// it back until its own routes are in (RFC 4724 §4.1), then sends
+    /// [`Rib::end_of_rib`].
+    pub fn peer_up_eor(&mut self, peer: PeerId, up: PeerUp, eor: bool) -> Vec<Output> {
         let mut outputs = self.flush().outputs;
         let Some(settings) = self.ctx.peer(peer).map(|e| e.settings.clone()) else {
             return outputs;
@@ -591,8 +619,22 @@ impl Rib {
         if let Some(e) = self.ctx.peer_mut(peer) {
             e.up = Some((up, gid));
         }
-        outputs.extend(self.dump(peer));
+        outputs.extend(self.dump_eor(peer, eor));
         outputs
+    }
+
+    /// End-of-RIB markers for every family negotiated with `peer` (nothing if its
+    /// session is not up).
+    pub fn end_of_rib(&self, peer: PeerId) -> Option<Output> {
+        let fams = self.ctx.peer(peer)?.up.as_ref()?.0.families.clone();
+        let mut data = Vec::new();
+        for f in fams {
+            crate::wire::end_of_rib_into(&mut data, f);
+        }
+        Some(Output {
+            peers: vec![peer],
+            data: Bytes::from(data),
+        })
     }
 
     /// Replaces a peer's import and export filters. A changed export filter takes
@@ -641,6 +683,10 @@ impl Rib {
     /// The whole table as this peer should see it, then End-of-RIB (initial
     /// advertisement and answers to ROUTE-REFRESH).
     pub fn dump(&mut self, peer: PeerId) -> Vec<Output> {
+        self.dump_eor(peer, true)
+    }
+
+    fn dump_eor(&mut self, peer: PeerId, eor: bool) -> Vec<Output> {
         let mut out = Vec::new();
         let fams = self
             .ctx
@@ -650,9 +696,12 @@ impl Rib {
             .unwrap_or_default();
         for f in fams {
             let data = match f {
-                Family::Ipv4Unicast => export::dump_family::<Prefix4>(self, peer),
-                Family::Ipv6Unicast => export::dump_family::<Prefix6>(self, peer),
+                Family::Ipv4Unicast => export::dump_family::<Prefix4>(self, peer, eor),
+                Family::Ipv6Unicast => export::dump_family::<Prefix6>(self, peer, eor),
             };
+            if data.is_empty() {
+                continue;
+            }
             out.push(Output {
                 peers: vec![peer],
                 data: Bytes::from(data),
@@ -688,6 +737,75 @@ impl Rib {
             .collect();
         for p in v6 {
             self.remove(p, peer);
+        }
+    }
+
+    /// The session with `peer` went down and the peer may be restarting (RFC 4724):
+    /// it leaves its update group, its paths of the families in `keep` stay in use
+    /// marked stale (no best-path change, nothing sent), the others are withdrawn.
+    /// Returns how many paths were marked.
+    pub fn peer_down_graceful(&mut self, peer: PeerId, keep: &[Family]) -> u64 {
+        if let Some(e) = self.ctx.peer_mut(peer)
+            && let Some((_, gid)) = e.up.take()
+        {
+            export::leave_group(&mut self.ctx, peer, gid);
+        }
+        let mut marked = 0;
+        for f in Family::ALL {
+            if keep.contains(&f) {
+                marked += match f {
+                    Family::Ipv4Unicast => self.v4.table.mark_stale(peer),
+                    Family::Ipv6Unicast => self.v6.table.mark_stale(peer),
+                };
+            } else {
+                self.sweep(peer, f, false);
+            }
+        }
+        if let Some(e) = self.ctx.peer_mut(peer) {
+            e.counters.stale += marked;
+        }
+        marked
+    }
+
+    /// Withdraws `peer`'s paths of `family` that are still stale (its End-of-RIB
+    /// arrived, or the restart or stale timer expired). Returns how many.
+    pub fn sweep_stale(&mut self, peer: PeerId, family: Family) -> u64 {
+        self.sweep(peer, family, true)
+    }
+
+    /// Whether `peer` has stale paths of `family`.
+    pub fn has_stale(&self, peer: PeerId, family: Family) -> bool {
+        match family {
+            Family::Ipv4Unicast => self.v4.table.iter().any(|(_, ps)| is_stale(ps, peer)),
+            Family::Ipv6Unicast => self.v6.table.iter().any(|(_, ps)| is_stale(ps, peer)),
+        }
+    }
+
+    fn sweep(&mut self, peer: PeerId, family: Family, only_stale: bool) -> u64 {
+        let pick = |ps: &Paths| ps.of(peer).is_some_and(|p| p.stale || !only_stale);
+        match family {
+            Family::Ipv4Unicast => {
+                let v: Vec<Prefix4> = self
+                    .v4
+                    .table
+                    .iter()
+                    .filter(|(_, ps)| pick(ps))
+                    .map(|(p, _)| *p)
+                    .collect();
+                v.iter().for_each(|&p| self.remove(p, peer));
+                v.len() as u64
+            }
+            Family::Ipv6Unicast => {
+                let v: Vec<Prefix6> = self
+                    .v6
+                    .table
+                    .iter()
+                    .filter(|(_, ps)| pick(ps))
+                    .map(|(p, _)| *p)
+                    .collect();
+                v.iter().for_each(|&p| self.remove(p, peer));
+                v.len() as u64
+            }
         }
     }
 

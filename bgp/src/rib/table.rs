@@ -71,9 +71,21 @@ pub struct Path {
     pub attrs: Arc<PathAttrs>,
     /// Source peer.
     pub peer: PeerId,
+    /// Kept from a session that went down for a graceful restart (RFC 4724) and not
+    /// yet refreshed by the peer; swept at its End-of-RIB or when the restart ends.
+    pub stale: bool,
 }
 
 impl Path {
+    /// A fresh path.
+    pub fn new(attrs: Arc<PathAttrs>, peer: PeerId) -> Self {
+        Self {
+            attrs,
+            peer,
+            stale: false,
+        }
+    }
+
     /// Same source and the very same interned attributes.
     pub fn same(&self, other: &Path) -> bool {
         self.peer == other.peer && Arc::ptr_eq(&self.attrs, &other.attrs)
@@ -105,11 +117,13 @@ impl Paths {
     pub fn of(&self, peer: PeerId) -> Option<&Path> {
         self.as_slice().iter().find(|p| p.peer == peer)
     }
-    /// Inserts or replaces `peer`'s path; returns whether anything changed.
+    /// Inserts or replaces `peer`'s path; returns whether anything changed. A stale
+    /// path re-sent unchanged becomes fresh without counting as a change.
     pub fn upsert(&mut self, path: Path) -> bool {
         match self {
             Paths::One(p) if p.peer == path.peer => {
                 if p.same(&path) {
+                    p.stale = path.stale;
                     return false;
                 }
                 *p = path;
@@ -118,7 +132,10 @@ impl Paths {
                 *self = Paths::Many(Box::new(vec![p.clone(), path]));
             }
             Paths::Many(v) => match v.iter_mut().find(|p| p.peer == path.peer) {
-                Some(p) if p.same(&path) => return false,
+                Some(p) if p.same(&path) => {
+                    p.stale = path.stale;
+                    return false;
+                }
                 Some(p) => *p = path,
                 None => v.push(path),
             },
@@ -151,6 +168,18 @@ impl Paths {
                 }
             }
         }
+    }
+    /// Marks `peer`'s path stale; returns whether it has one that was fresh.
+    pub fn mark_stale(&mut self, peer: PeerId) -> bool {
+        let p = match self {
+            Paths::One(p) if p.peer == peer => p,
+            Paths::One(_) => return false,
+            Paths::Many(v) => match v.iter_mut().find(|p| p.peer == peer) {
+                Some(p) => p,
+                None => return false,
+            },
+        };
+        !std::mem::replace(&mut p.stale, true)
     }
     /// Moves the path at `i` to the front.
     pub fn make_best(&mut self, i: usize) {
@@ -214,6 +243,14 @@ impl<P: FamilyPrefix> Table<P> {
     pub fn is_empty(&self) -> bool {
         self.shards.iter().all(HashMap::is_empty)
     }
+    /// Marks every path of `peer` stale; returns how many were fresh.
+    pub fn mark_stale(&mut self, peer: PeerId) -> u64 {
+        self.shards
+            .iter_mut()
+            .flat_map(|s| s.values_mut())
+            .map(|ps| u64::from(ps.mark_stale(peer)))
+            .sum()
+    }
     /// Every prefix and its paths, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&P, &Paths)> {
         self.shards.iter().flat_map(|s| s.iter())
@@ -232,18 +269,15 @@ mod tests {
     #[test]
     fn upsert_and_remove_keep_the_shape() {
         let a = Arc::new(PathAttrs::default());
-        let mut ps = Paths::One(Path {
-            attrs: a.clone(),
-            peer: PeerId(1),
-        });
-        assert!(!ps.upsert(Path {
-            attrs: a.clone(),
-            peer: PeerId(1)
-        }));
-        assert!(ps.upsert(Path {
-            attrs: a.clone(),
-            peer: PeerId(2)
-        }));
+        let mut ps = Paths::One(Path::new(a.clone(), PeerId(1)));
+        assert!(!ps.upsert(Path::new(a.clone(), PeerId(1))));
+        assert!(ps.upsert(Path::new(a.clone(), PeerId(2))));
+        assert!(ps.mark_stale(PeerId(2)));
+        assert!(!ps.mark_stale(PeerId(2)));
+        assert!(ps.of(PeerId(2)).unwrap().stale);
+        // Re-sent unchanged: fresh again, no change for the decision process.
+        assert!(!ps.upsert(Path::new(a.clone(), PeerId(2))));
+        assert!(!ps.of(PeerId(2)).unwrap().stale);
         assert_eq!(ps.as_slice().len(), 2);
         assert_eq!(ps.remove(PeerId(1)), Some(true));
         assert!(matches!(ps, Paths::One(_)));

@@ -532,3 +532,149 @@ fn a_new_import_filter_applies_when_the_peer_resends() {
     assert_eq!(r.len().0, 1);
     assert_eq!(r.counters(e).accepted, 1);
 }
+
+// ---- Graceful restart (RFC 4724) and RFC 7606 --------------------------------
+
+#[test]
+fn a_restarting_peers_routes_stay_stale_until_refreshed_or_swept() {
+    let mut r = rib(false);
+    r.track_changes(true);
+    let e = add(&mut r, 2, 65002, false);
+    let i = add(&mut r, 3, AS, false);
+    r.apply_update(
+        e,
+        &announce(
+            attrs([198, 18, 0, 2], &[65002]),
+            &["100.64.0.0/24", "100.64.1.0/24"],
+        ),
+    );
+    assert_eq!(r.flush().changes.len(), 2);
+
+    // The session drops gracefully: nothing changes for the FIB or the other peer.
+    assert_eq!(r.peer_down_graceful(e, &[Family::Ipv4Unicast]), 2);
+    let f = r.flush();
+    assert!(f.changes.is_empty() && f.outputs.is_empty(), "{f:?}");
+    assert_eq!(r.counters(e).stale, 2);
+    assert!(r.has_stale(e, Family::Ipv4Unicast));
+    assert!(r.counters(i).advertised == 2);
+
+    // Back: one route is re-sent unchanged (fresh again, no change), then End-of-RIB.
+    r.peer_up(e, up(2));
+    r.apply_update(
+        e,
+        &announce(attrs([198, 18, 0, 2], &[65002]), &["100.64.0.0/24"]),
+    );
+    let f = r.flush();
+    assert!(f.changes.is_empty(), "{:?}", f.changes);
+    assert_eq!(r.counters(e).stale, 1);
+    assert_eq!(r.sweep_stale(e, Family::Ipv4Unicast), 1);
+    let f = r.flush();
+    assert_eq!(
+        f.changes,
+        vec![RouteChange::Withdraw {
+            prefix: p4("100.64.1.0/24").into()
+        }]
+    );
+    assert_eq!(
+        received(&f.outputs, i)[0].withdrawn,
+        vec![p4("100.64.1.0/24")]
+    );
+    assert_eq!((r.counters(e).stale, r.counters(e).accepted), (0, 1));
+    assert!(!r.has_stale(e, Family::Ipv4Unicast));
+}
+
+#[test]
+fn families_not_kept_are_withdrawn_when_the_session_drops() {
+    let mut r = rib(false);
+    r.track_changes(true);
+    let e = add(&mut r, 2, 65002, false);
+    r.apply_update(
+        e,
+        &announce(attrs([198, 18, 0, 2], &[65002]), &["100.64.0.0/24"]),
+    );
+    r.flush();
+    assert_eq!(r.peer_down_graceful(e, &[Family::Ipv6Unicast]), 0);
+    assert_eq!(
+        r.flush().changes,
+        vec![RouteChange::Withdraw {
+            prefix: p4("100.64.0.0/24").into()
+        }]
+    );
+}
+
+#[test]
+fn a_stale_route_replaced_with_new_attributes_is_a_change_and_fresh() {
+    let mut r = rib(false);
+    r.track_changes(true);
+    let e = add(&mut r, 2, 65002, false);
+    r.apply_update(
+        e,
+        &announce(attrs([198, 18, 0, 2], &[65002]), &["100.64.0.0/24"]),
+    );
+    r.flush();
+    r.peer_down_graceful(e, &[Family::Ipv4Unicast]);
+    r.peer_up(e, up(2));
+    r.apply_update(
+        e,
+        &announce(attrs([198, 18, 0, 9], &[65002]), &["100.64.0.0/24"]),
+    );
+    assert_eq!(
+        r.flush().changes,
+        vec![RouteChange::Replace {
+            prefix: p4("100.64.0.0/24").into(),
+            next_hop: IpAddr::from([198, 18, 0, 9])
+        }]
+    );
+    assert_eq!(r.sweep_stale(e, Family::Ipv4Unicast), 0);
+    assert_eq!(r.counters(e).stale, 0);
+}
+
+#[test]
+fn treat_as_withdraw_removes_the_announced_routes_of_that_peer_only() {
+    let mut r = rib(false);
+    r.track_changes(true);
+    let a = add(&mut r, 2, 65002, false);
+    let b = add(&mut r, 3, 65003, false);
+    r.apply_update(
+        a,
+        &announce(attrs([198, 18, 0, 2], &[65002]), &["100.64.0.0/24"]),
+    );
+    r.apply_update(
+        b,
+        &announce(attrs([198, 18, 0, 3], &[65003]), &["100.64.9.0/24"]),
+    );
+    r.flush();
+    let mut bad = announce(attrs([198, 18, 0, 2], &[65002]), &["100.64.0.0/24"]);
+    bad.attrs = None;
+    bad.errors.push(crate::wire::AttrError {
+        action: crate::wire::ErrorAction::TreatAsWithdraw,
+        error: crate::wire::DecodeError {
+            code: 3,
+            subcode: 5,
+            data: Vec::new(),
+            reason: "test",
+        },
+    });
+    r.apply_update(a, &bad);
+    assert_eq!(
+        r.flush().changes,
+        vec![RouteChange::Withdraw {
+            prefix: p4("100.64.0.0/24").into()
+        }]
+    );
+    assert_eq!(r.counters(b).accepted, 1);
+}
+
+#[test]
+fn end_of_rib_can_be_held_back_and_sent_later() {
+    let mut r = rib(false);
+    let id = r.add_peer(settings(2, 65002, false));
+    let out = r.peer_up_eor(id, up(2), false);
+    let ups: Vec<Update> = out.iter().flat_map(|o| decode_all(&o.data)).collect();
+    assert!(ups.iter().all(|u| u.end_of_rib().is_none()), "{ups:?}");
+    let eor = decode_all(&r.end_of_rib(id).unwrap().data);
+    assert_eq!(
+        eor.iter().map(Update::end_of_rib).collect::<Vec<_>>(),
+        vec![Some(1), Some(2)]
+    );
+}

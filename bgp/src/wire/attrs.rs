@@ -213,6 +213,25 @@ pub(crate) struct DecodedAttrs {
     pub has_as_path: bool,
     pub has_next_hop: bool,
     pub any: bool,
+    pub errors: Vec<AttrError>,
+}
+
+/// How an UPDATE error is contained (RFC 7606 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorAction {
+    /// The UPDATE's NLRI are withdrawn as if listed as withdrawn routes.
+    TreatAsWithdraw,
+    /// The malformed attribute is ignored; the routes are used without it.
+    AttributeDiscard,
+}
+
+/// An error in an UPDATE's attributes that did not reset the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttrError {
+    /// What was done about it.
+    pub action: ErrorAction,
+    /// The error, with the NOTIFICATION RFC 4271 would have sent (for logs).
+    pub error: DecodeError,
 }
 
 fn err(sub: u8, reason: &'static str, attr: &[u8]) -> DecodeError {
@@ -305,6 +324,17 @@ fn merge_as4(as_path: AsPath, as4: AsPath) -> AsPath {
     AsPath { segments }
 }
 
+/// Records an RFC 7606 error; the first treat-as-withdraw wins the log line.
+fn note(d: &mut DecodedAttrs, action: ErrorAction, e: DecodeError) {
+    d.errors.push(AttrError { action, error: e });
+}
+
+/// Decodes the path attributes with RFC 7606 error handling: errors that RFC 7606
+/// (and RFC 6793 for AS4_PATH/AS4_AGGREGATOR) allow to be contained are recorded in
+/// [`DecodedAttrs::errors`] as treat-as-withdraw or attribute-discard and decoding
+/// goes on; only errors that make the UPDATE's NLRI impossible to locate (a
+/// malformed or repeated MP_REACH_NLRI/MP_UNREACH_NLRI) are returned as `Err`, for a
+/// session reset.
 pub(crate) fn decode_attrs(mut buf: &[u8], codec: Codec) -> Result<DecodedAttrs, DecodeError> {
     let mut a = PathAttrs::default();
     let mut seen = [0u64; 4];
@@ -319,46 +349,70 @@ pub(crate) fn decode_attrs(mut buf: &[u8], codec: Codec) -> Result<DecodedAttrs,
         has_as_path: false,
         has_next_hop: false,
         any: !buf.is_empty(),
+        errors: Vec::new(),
     };
+    let withdraw = ErrorAction::TreatAsWithdraw;
+    let discard = ErrorAction::AttributeDiscard;
     while !buf.is_empty() {
-        if buf.len() < 3 {
-            return Err(err(
-                codes::UPD_MALFORMED_ATTR_LIST,
-                "truncated attribute header",
-                &[],
-            ));
-        }
-        let flags = buf[0];
-        let code = buf[1];
-        let (hdr, len) = if flags & FLAG_EXTENDED != 0 {
-            if buf.len() < 4 {
-                return Err(err(
+        // RFC 7606 §4: an attribute header or length that overruns the attribute
+        // section leaves the rest unparseable; the NLRI field and the MP attributes
+        // found so far are still located, so treat-as-withdraw.
+        let hdr_len = if buf[0] & FLAG_EXTENDED != 0 { 4 } else { 3 };
+        if buf.len() < hdr_len {
+            note(
+                &mut d,
+                withdraw,
+                err(
                     codes::UPD_MALFORMED_ATTR_LIST,
                     "truncated attribute header",
                     &[],
-                ));
-            }
+                ),
+            );
+            break;
+        }
+        let flags = buf[0];
+        let code = buf[1];
+        let (hdr, len) = if hdr_len == 4 {
             (4, usize::from(u16::from_be_bytes([buf[2], buf[3]])))
         } else {
             (3, usize::from(buf[2]))
         };
         if buf.len() < hdr + len {
-            return Err(err(
-                codes::UPD_ATTR_LENGTH,
-                "attribute longer than the message",
-                &buf[..hdr],
-            ));
+            note(
+                &mut d,
+                withdraw,
+                err(
+                    codes::UPD_ATTR_LENGTH,
+                    "attribute longer than the attribute section",
+                    &buf[..hdr],
+                ),
+            );
+            break;
         }
         let whole = &buf[..hdr + len];
         let v = &buf[hdr..hdr + len];
         buf = &buf[hdr + len..];
         let bit = 1u64 << (code % 64);
         if seen[usize::from(code / 64)] & bit != 0 {
-            return Err(err(
-                codes::UPD_MALFORMED_ATTR_LIST,
-                "attribute appears twice",
-                &[],
-            ));
+            // RFC 7606 §3 g: a repeated MP attribute resets the session; any other
+            // repeated attribute is discarded after its first occurrence.
+            if code == MP_REACH || code == MP_UNREACH {
+                return Err(err(
+                    codes::UPD_MALFORMED_ATTR_LIST,
+                    "MP_REACH_NLRI or MP_UNREACH_NLRI appears twice",
+                    &[],
+                ));
+            }
+            note(
+                &mut d,
+                discard,
+                err(
+                    codes::UPD_MALFORMED_ATTR_LIST,
+                    "attribute appears twice (later copy discarded)",
+                    whole,
+                ),
+            );
+            continue;
         }
         seen[usize::from(code / 64)] |= bit;
 
@@ -371,14 +425,27 @@ pub(crate) fn decode_attrs(mut buf: &[u8], codec: Codec) -> Result<DecodedAttrs,
             }
             _ => None,
         };
+        // What a malformed instance of this attribute gets (RFC 7606 §7, RFC 6793 §6).
+        let on_error = match code {
+            ATOMIC_AGGREGATE | AGGREGATOR | AS4_PATH | AS4_AGGREGATOR => discard,
+            _ => withdraw,
+        };
         if let Some(e) = expect
             && ot != e
         {
-            return Err(err(
-                codes::UPD_ATTR_FLAGS,
-                "attribute flags do not match its type",
-                whole,
-            ));
+            // RFC 7606 §3 c; the MP attributes must still be parsed (§5.3).
+            note(
+                &mut d,
+                on_error,
+                err(
+                    codes::UPD_ATTR_FLAGS,
+                    "attribute flags do not match its type",
+                    whole,
+                ),
+            );
+            if code != MP_REACH && code != MP_UNREACH {
+                continue;
+            }
         }
         let bad_len = || {
             err(
@@ -390,31 +457,57 @@ pub(crate) fn decode_attrs(mut buf: &[u8], codec: Codec) -> Result<DecodedAttrs,
         match code {
             ORIGIN => {
                 if v.len() != 1 {
-                    return Err(bad_len());
+                    note(&mut d, withdraw, bad_len());
+                    continue;
                 }
                 a.origin = match v[0] {
                     0 => Origin::Igp,
                     1 => Origin::Egp,
                     2 => Origin::Incomplete,
-                    _ => return Err(err(codes::UPD_INVALID_ORIGIN, "invalid ORIGIN", whole)),
+                    _ => {
+                        note(
+                            &mut d,
+                            withdraw,
+                            err(codes::UPD_INVALID_ORIGIN, "invalid ORIGIN", whole),
+                        );
+                        continue;
+                    }
                 };
                 d.has_origin = true;
             }
-            AS_PATH => {
-                a.as_path = parse_as_path(v, codec.four_octet_as)
-                    .ok_or_else(|| err(codes::UPD_MALFORMED_AS_PATH, "malformed AS_PATH", &[]))?;
-                d.has_as_path = true;
-            }
+            AS_PATH => match parse_as_path(v, codec.four_octet_as) {
+                Some(p) => {
+                    a.as_path = p;
+                    d.has_as_path = true;
+                }
+                None => note(
+                    &mut d,
+                    withdraw,
+                    err(codes::UPD_MALFORMED_AS_PATH, "malformed AS_PATH", &[]),
+                ),
+            },
             NEXT_HOP => {
                 if v.len() != 4 {
-                    return Err(bad_len());
+                    note(&mut d, withdraw, bad_len());
+                    continue;
                 }
-                a.next_hop = Some(NextHop::V4(Ipv4Addr::new(v[0], v[1], v[2], v[3])));
+                let nh = Ipv4Addr::new(v[0], v[1], v[2], v[3]);
+                // RFC 7606 §7.3: a semantically invalid next hop.
+                if nh.is_unspecified() || nh.is_multicast() || nh.is_broadcast() {
+                    note(
+                        &mut d,
+                        withdraw,
+                        err(codes::UPD_INVALID_NEXT_HOP, "invalid NEXT_HOP", whole),
+                    );
+                    continue;
+                }
+                a.next_hop = Some(NextHop::V4(nh));
                 d.has_next_hop = true;
             }
             MED | LOCAL_PREF | ORIGINATOR_ID => {
                 if v.len() != 4 {
-                    return Err(bad_len());
+                    note(&mut d, withdraw, bad_len());
+                    continue;
                 }
                 let x = u32_at(v, 0);
                 match code {
@@ -425,14 +518,16 @@ pub(crate) fn decode_attrs(mut buf: &[u8], codec: Codec) -> Result<DecodedAttrs,
             }
             ATOMIC_AGGREGATE => {
                 if !v.is_empty() {
-                    return Err(bad_len());
+                    note(&mut d, discard, bad_len());
+                    continue;
                 }
                 a.atomic_aggregate = true;
             }
             AGGREGATOR => {
                 let w = if codec.four_octet_as { 8 } else { 6 };
                 if v.len() != w {
-                    return Err(bad_len());
+                    note(&mut d, discard, bad_len());
+                    continue;
                 }
                 let (asn, ip) = if codec.four_octet_as {
                     (u32_at(v, 0), u32_at(v, 4))
@@ -442,8 +537,10 @@ pub(crate) fn decode_attrs(mut buf: &[u8], codec: Codec) -> Result<DecodedAttrs,
                 a.aggregator = Some((asn, Ipv4Addr::from(ip)));
             }
             COMMUNITIES | CLUSTER_LIST => {
-                if !v.len().is_multiple_of(4) {
-                    return Err(bad_len());
+                // RFC 7606 §7.8, §7.10: a zero length or not a multiple of 4.
+                if v.is_empty() || !v.len().is_multiple_of(4) {
+                    note(&mut d, withdraw, bad_len());
+                    continue;
                 }
                 let it = v
                     .chunks_exact(4)
@@ -459,14 +556,20 @@ pub(crate) fn decode_attrs(mut buf: &[u8], codec: Codec) -> Result<DecodedAttrs,
             AS4_PATH => {
                 // A NEW speaker ignores AS4_PATH from a NEW speaker (RFC 6793 §4.2.2).
                 if !codec.four_octet_as {
-                    as4_path = Some(parse_as_path(v, true).ok_or_else(|| {
-                        err(codes::UPD_OPTIONAL_ATTR, "malformed AS4_PATH", whole)
-                    })?);
+                    match parse_as_path(v, true) {
+                        Some(p) => as4_path = Some(p),
+                        None => note(
+                            &mut d,
+                            discard,
+                            err(codes::UPD_OPTIONAL_ATTR, "malformed AS4_PATH", whole),
+                        ),
+                    }
                 }
             }
             AS4_AGGREGATOR => {
                 if v.len() != 8 {
-                    return Err(bad_len());
+                    note(&mut d, discard, bad_len());
+                    continue;
                 }
                 if !codec.four_octet_as {
                     as4_aggr = Some((u32_at(v, 0), Ipv4Addr::from(u32_at(v, 4))));
@@ -474,11 +577,18 @@ pub(crate) fn decode_attrs(mut buf: &[u8], codec: Codec) -> Result<DecodedAttrs,
             }
             _ => {
                 if flags & FLAG_OPTIONAL == 0 {
-                    return Err(err(
-                        codes::UPD_UNRECOGNIZED_WELL_KNOWN,
-                        "unrecognized well-known attribute",
-                        whole,
-                    ));
+                    // An unrecognised well-known attribute: the route cannot be
+                    // understood, but the session need not die for it (RFC 7606 §2).
+                    note(
+                        &mut d,
+                        withdraw,
+                        err(
+                            codes::UPD_UNRECOGNIZED_WELL_KNOWN,
+                            "unrecognized well-known attribute",
+                            whole,
+                        ),
+                    );
+                    continue;
                 }
                 if flags & FLAG_TRANSITIVE != 0 {
                     a.unknown.push(RawAttr {

@@ -80,6 +80,9 @@ pub mod codes {
     pub const CEASE_COLLISION: u8 = 7;
     /// Cease: out of resources.
     pub const CEASE_OUT_OF_RESOURCES: u8 = 8;
+    /// Cease: hard reset (RFC 8538): the peer must not keep our routes; the data
+    /// carries the code and subcode of the underlying reason.
+    pub const CEASE_HARD_RESET: u8 = 9;
 
     /// ROUTE-REFRESH Message Error (RFC 7313).
     pub const ROUTE_REFRESH: u8 = 7;

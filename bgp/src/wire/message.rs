@@ -107,6 +107,20 @@ impl Notification {
     pub fn cease(subcode: u8) -> Self {
         Self::new(codes::CEASE, subcode)
     }
+    /// An RFC 8538 Hard Reset carrying `inner` (e.g. Cease/administrative shutdown).
+    pub fn hard_reset(inner: &Notification) -> Self {
+        let mut data = vec![inner.code, inner.subcode];
+        data.extend_from_slice(&inner.data);
+        Self {
+            code: codes::CEASE,
+            subcode: codes::CEASE_HARD_RESET,
+            data,
+        }
+    }
+    /// Whether this is an RFC 8538 Hard Reset.
+    pub fn is_hard_reset(&self) -> bool {
+        self.code == codes::CEASE && self.subcode == codes::CEASE_HARD_RESET
+    }
     /// Human-readable name of the code and subcode.
     pub fn describe(&self) -> &'static str {
         use codes::*;
@@ -145,6 +159,7 @@ impl Notification {
             (CEASE, CEASE_OTHER_CONFIG_CHANGE) => "cease: other configuration change",
             (CEASE, CEASE_COLLISION) => "cease: connection collision resolution",
             (CEASE, CEASE_OUT_OF_RESOURCES) => "cease: out of resources",
+            (CEASE, CEASE_HARD_RESET) => "cease: hard reset",
             (CEASE, _) => "cease",
             (ROUTE_REFRESH, _) => "route-refresh message error",
             _ => "unknown error code",
@@ -154,6 +169,19 @@ impl Notification {
 
 impl fmt::Display for Notification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_hard_reset() && self.data.len() >= 2 {
+            let inner = Notification::new(self.data[0], self.data[1]);
+            return write!(
+                f,
+                "{} for {} ({}/{}, {}/{})",
+                self.describe(),
+                inner.describe(),
+                self.code,
+                self.subcode,
+                inner.code,
+                inner.subcode
+            );
+        }
         write!(f, "{} ({}/{})", self.describe(), self.code, self.subcode)
     }
 }

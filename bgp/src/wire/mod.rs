@@ -25,7 +25,9 @@ pub mod pack;
 mod prefix;
 mod update;
 
-pub use attrs::{AsPath, AsSegment, NextHop, Origin, PathAttrs, RawAttr, SegmentType};
+pub use attrs::{
+    AsPath, AsSegment, AttrError, ErrorAction, NextHop, Origin, PathAttrs, RawAttr, SegmentType,
+};
 pub use error::{DecodeError, codes};
 pub use message::{
     Codec, HEADER_LEN, MAX_MESSAGE_LEN, Message, MessageType, Notification, RouteRefresh, frame,

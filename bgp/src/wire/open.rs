@@ -56,6 +56,63 @@ pub struct GracefulRestartCap {
     pub families: Vec<(Afi, Safi, u8)>,
 }
 
+impl GracefulRestartCap {
+    /// Restart State (R) flag, in [`GracefulRestartCap::flags`].
+    pub const RESTART: u8 = 0x8;
+    /// Graceful Notification (N) flag of RFC 8538, in [`GracefulRestartCap::flags`].
+    pub const NOTIFICATION: u8 = 0x4;
+    /// Forwarding State (F) flag, in a family's flags.
+    pub const FORWARDING: u8 = 0x80;
+    /// Largest restart time the 12-bit field holds.
+    pub const MAX_RESTART_TIME: u16 = 0x0fff;
+
+    /// The capability this speaker advertises: `restarting` sets R, `notification`
+    /// the N bit; every family in `families` is listed with F = `forwarding`.
+    pub fn new(
+        restart_time: u16,
+        restarting: bool,
+        notification: bool,
+        families: &[Family],
+        forwarding: bool,
+    ) -> Self {
+        let mut flags = 0;
+        if restarting {
+            flags |= Self::RESTART;
+        }
+        if notification {
+            flags |= Self::NOTIFICATION;
+        }
+        Self {
+            flags,
+            restart_time: restart_time.min(Self::MAX_RESTART_TIME),
+            families: families
+                .iter()
+                .map(|f| {
+                    let (afi, safi) = f.afi_safi();
+                    (afi, safi, if forwarding { Self::FORWARDING } else { 0 })
+                })
+                .collect(),
+        }
+    }
+    /// The R bit: the sender has restarted.
+    pub fn restarting(&self) -> bool {
+        self.flags & Self::RESTART != 0
+    }
+    /// The N bit (RFC 8538): NOTIFICATIONs other than Hard Reset keep GR.
+    pub fn notification(&self) -> bool {
+        self.flags & Self::NOTIFICATION != 0
+    }
+    /// For a listed family, whether its forwarding state was preserved (F bit);
+    /// `None` if the family is not listed (its routes are not retained).
+    pub fn forwarding(&self, f: Family) -> Option<bool> {
+        let (afi, safi) = f.afi_safi();
+        self.families
+            .iter()
+            .find(|(a, s, _)| *a == afi && *s == safi)
+            .map(|(_, _, fl)| fl & Self::FORWARDING != 0)
+    }
+}
+
 /// A capability advertised in OPEN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Capability {

@@ -64,7 +64,16 @@ fn attrs() -> impl Strategy<Value = PathAttrs> {
                 PathAttrs {
                     origin,
                     as_path: AsPath { segments: segs },
-                    next_hop: Some(NextHop::V4(Ipv4Addr::from(nh))),
+                    // RFC 7606 treats 0.0.0.0, multicast and broadcast next hops
+                    // as withdrawals, so round trips use unicast ones.
+                    next_hop: Some(NextHop::V4({
+                        let a = Ipv4Addr::from(nh);
+                        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+                            Ipv4Addr::new(198, 18, 0, 1)
+                        } else {
+                            a
+                        }
+                    })),
                     med,
                     local_pref: lp,
                     atomic_aggregate: atomic,
@@ -106,6 +115,7 @@ fn update() -> impl Strategy<Value = Update> {
                 mp_unreach: unreach.map(|v| MpUnreach {
                     withdrawn: MpNlri::V6(v),
                 }),
+                errors: Vec::new(),
             }
         })
 }

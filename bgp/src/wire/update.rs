@@ -3,8 +3,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::attrs::{
-    DecodedAttrs, FLAG_EXTENDED, FLAG_OPTIONAL, MP_REACH, MP_UNREACH, NextHop, PathAttrs,
-    decode_attrs, encode_attrs,
+    AttrError, DecodedAttrs, ErrorAction, FLAG_EXTENDED, FLAG_OPTIONAL, MP_REACH, MP_UNREACH,
+    NextHop, PathAttrs, decode_attrs, encode_attrs,
 };
 use super::error::{DecodeError, codes};
 use super::message::Codec;
@@ -191,12 +191,20 @@ pub struct Update {
     pub mp_reach: Option<MpReach>,
     /// MP_UNREACH_NLRI, for a supported family.
     pub mp_unreach: Option<MpUnreach>,
+    /// Attribute errors contained by RFC 7606 (empty for a well-formed UPDATE). With
+    /// a treat-as-withdraw error `attrs` is `None` and every NLRI of this UPDATE
+    /// (`nlri` and `mp_reach`) must be withdrawn; see [`Update::treat_as_withdraw`].
+    pub errors: Vec<AttrError>,
 }
 
 impl Update {
     /// Whether this is an End-of-RIB marker (RFC 4724 §2), and for which AFI.
     pub fn end_of_rib(&self) -> Option<u16> {
-        if !self.withdrawn.is_empty() || !self.nlri.is_empty() || self.mp_reach.is_some() {
+        if !self.errors.is_empty()
+            || !self.withdrawn.is_empty()
+            || !self.nlri.is_empty()
+            || self.mp_reach.is_some()
+        {
             return None;
         }
         match (&self.attrs, &self.mp_unreach) {
@@ -210,6 +218,14 @@ impl Update {
             }
             _ => None,
         }
+    }
+
+    /// Whether RFC 7606 treat-as-withdraw applies: the NLRI this UPDATE announces
+    /// (IPv4 and MP_REACH) are to be withdrawn.
+    pub fn treat_as_withdraw(&self) -> bool {
+        self.errors
+            .iter()
+            .any(|e| e.action == ErrorAction::TreatAsWithdraw)
     }
 
     pub(crate) fn decode(body: &[u8], codec: Codec) -> Result<Update, DecodeError> {
@@ -254,9 +270,15 @@ impl Update {
             has_as_path,
             has_next_hop,
             any,
+            mut errors,
         } = decode_attrs(abuf, codec)?;
         let reach = !nlri.is_empty() || mp_reach.as_ref().is_some_and(|m| !m.nlri.is_empty());
-        if reach {
+        let withdraw = errors
+            .iter()
+            .any(|e| e.action == ErrorAction::TreatAsWithdraw);
+        if reach && !withdraw {
+            // RFC 7606 §3 d: a missing well-known mandatory attribute is
+            // treat-as-withdraw (NEXT_HOP only when there are IPv4 NLRI, RFC 4760).
             let missing = if !has_origin {
                 Some(super::attrs::ORIGIN)
             } else if !has_as_path {
@@ -267,21 +289,28 @@ impl Update {
                 None
             };
             if let Some(t) = missing {
-                return Err(DecodeError::new(
-                    codes::UPDATE,
-                    codes::UPD_MISSING_WELL_KNOWN,
-                    "missing well-known attribute",
-                )
-                .with_data(&[t]));
+                errors.push(AttrError {
+                    action: ErrorAction::TreatAsWithdraw,
+                    error: DecodeError::new(
+                        codes::UPDATE,
+                        codes::UPD_MISSING_WELL_KNOWN,
+                        "missing well-known attribute",
+                    )
+                    .with_data(&[t]),
+                });
             }
         }
-        let attrs = (any && (has_origin || has_as_path)).then_some(attrs);
+        let withdraw = errors
+            .iter()
+            .any(|e| e.action == ErrorAction::TreatAsWithdraw);
+        let attrs = (!withdraw && any && (has_origin || has_as_path)).then_some(attrs);
         Ok(Update {
             withdrawn,
             attrs,
             nlri,
             mp_reach,
             mp_unreach,
+            errors,
         })
     }
 
@@ -332,6 +361,7 @@ mod tests {
             nlri: vec![p4("100.64.0.0/24"), p4("100.64.1.1/32")],
             mp_reach: None,
             mp_unreach: None,
+            errors: Vec::new(),
         }
     }
 
@@ -364,36 +394,150 @@ mod tests {
         );
     }
 
+    /// Decodes and checks an RFC 7606 treat-as-withdraw with this (code, subcode).
+    fn withdrawn_with(b: &[u8], code: (u8, u8)) -> Update {
+        let Message::Update(u) = Message::decode(b, Codec::default()).unwrap() else {
+            panic!("not an UPDATE")
+        };
+        assert!(u.treat_as_withdraw(), "{u:?}");
+        assert_eq!(u.attrs, None);
+        let e = &u.errors[0].error;
+        assert_eq!((e.code, e.subcode), code, "{e}");
+        u
+    }
+
+    /// `sample()` encoded, with the attribute of type `code` replaced by `new`
+    /// (flags, type, length, value), lengths patched.
+    fn with_attr(code: u8, new: &[u8]) -> Vec<u8> {
+        let b = Message::Update(sample()).to_bytes(Codec::default());
+        let alen_at = 19 + 2 + 4;
+        let alen = u16::from_be_bytes([b[alen_at], b[alen_at + 1]]) as usize;
+        let mut i = alen_at + 2;
+        let end = i + alen;
+        let mut attrs = Vec::new();
+        let mut found = false;
+        while i < end {
+            let ext = b[i] & 0x10 != 0;
+            let (h, l) = if ext {
+                (4, u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize)
+            } else {
+                (3, b[i + 2] as usize)
+            };
+            if b[i + 1] == code {
+                found = true;
+                attrs.extend_from_slice(new);
+            } else {
+                attrs.extend_from_slice(&b[i..i + h + l]);
+            }
+            i += h + l;
+        }
+        if !found {
+            attrs.extend_from_slice(new);
+        }
+        let mut out = b[..alen_at].to_vec();
+        out.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        out.extend_from_slice(&attrs);
+        out.extend_from_slice(&b[end..]);
+        let l = out.len() as u16;
+        out[16..18].copy_from_slice(&l.to_be_bytes());
+        out
+    }
+
     #[test]
-    fn missing_next_hop_is_reported_with_its_type_code() {
+    fn missing_next_hop_is_treat_as_withdraw_naming_its_type_code() {
         let mut u = sample();
         u.attrs.as_mut().unwrap().next_hop = None;
         let b = Message::Update(u).to_bytes(Codec::default());
-        let e = Message::decode(&b, Codec::default()).unwrap_err();
-        assert_eq!((e.code, e.subcode, e.data.as_slice()), (3, 3, &[3u8][..]));
+        let d = withdrawn_with(&b, (3, 3));
+        assert_eq!(d.errors[0].error.data, vec![3u8]);
+        // The withdrawn routes and the NLRI to withdraw are all still there.
+        assert_eq!(d.withdrawn, sample().withdrawn);
+        assert_eq!(d.nlri, sample().nlri);
     }
 
     #[test]
-    fn invalid_origin_is_subcode_6() {
-        let b = Message::Update(sample()).to_bytes(Codec::default());
-        // withdrawn(2+4) then attr len(2), ORIGIN is first: flags, type, len, value.
-        let i = 19 + 2 + 4 + 2 + 3;
-        let mut b2 = b.clone();
-        b2[i] = 7;
-        let e = Message::decode(&b2, Codec::default()).unwrap_err();
-        assert_eq!((e.code, e.subcode), (3, 6));
-        let mut b3 = b;
-        b3[i - 3] = 0xc0; // ORIGIN marked optional
-        let e = Message::decode(&b3, Codec::default()).unwrap_err();
-        assert_eq!((e.code, e.subcode), (3, 4));
+    fn invalid_origin_value_length_or_flags_are_treat_as_withdraw() {
+        withdrawn_with(&with_attr(1, &[0x40, 1, 1, 7]), (3, 6));
+        withdrawn_with(&with_attr(1, &[0x40, 1, 2, 0, 0]), (3, 5));
+        withdrawn_with(&with_attr(1, &[0xc0, 1, 1, 0]), (3, 4));
     }
 
     #[test]
-    fn unknown_well_known_attribute_is_unrecognized() {
-        let mut body = vec![0, 0, 0, 3, 0x40, 99, 0];
-        body.extend_from_slice(&[]);
+    fn malformed_as_path_next_hop_med_local_pref_communities_are_treat_as_withdraw() {
+        withdrawn_with(&with_attr(2, &[0x40, 2, 3, 2, 2, 0]), (3, 11));
+        withdrawn_with(&with_attr(3, &[0x40, 3, 3, 198, 18, 0]), (3, 5));
+        withdrawn_with(&with_attr(3, &[0x40, 3, 4, 0, 0, 0, 0]), (3, 8));
+        withdrawn_with(&with_attr(4, &[0x80, 4, 2, 0, 1]), (3, 5));
+        withdrawn_with(&with_attr(5, &[0x40, 5, 5, 0, 0, 0, 0, 1]), (3, 5));
+        withdrawn_with(&with_attr(8, &[0xc0, 8, 0]), (3, 5));
+        withdrawn_with(&with_attr(8, &[0xc0, 8, 3, 1, 2, 3]), (3, 5));
+    }
+
+    #[test]
+    fn malformed_originator_id_and_cluster_list_are_treat_as_withdraw() {
+        let mut b = with_attr(9, &[0x80, 9, 3, 1, 1, 1]);
+        withdrawn_with(&b, (3, 5));
+        b = with_attr(10, &[0x80, 10, 6, 1, 1, 1, 1, 2, 2]);
+        withdrawn_with(&b, (3, 5));
+    }
+
+    #[test]
+    fn malformed_atomic_aggregate_and_aggregator_are_discarded_and_routes_kept() {
+        for (code, attr) in [
+            (6u8, &[0x40u8, 6, 1, 0][..]),
+            (7, &[0xc0, 7, 3, 0, 1, 2][..]),
+        ] {
+            let b = with_attr(code, attr);
+            let Message::Update(u) = Message::decode(&b, Codec::default()).unwrap() else {
+                panic!()
+            };
+            assert!(!u.treat_as_withdraw(), "{u:?}");
+            assert_eq!(u.errors.len(), 1);
+            assert_eq!(u.errors[0].action, ErrorAction::AttributeDiscard);
+            let a = u.attrs.expect("routes kept");
+            assert!(!a.atomic_aggregate && a.aggregator.is_none());
+            assert_eq!(u.nlri, sample().nlri);
+        }
+    }
+
+    #[test]
+    fn attribute_overrunning_the_section_is_treat_as_withdraw() {
+        // MED claims 200 octets of value inside a short attribute section.
+        let b = with_attr(4, &[0x80, 4, 200, 0, 0, 0, 1]);
+        withdrawn_with(&b, (3, 5));
+    }
+
+    #[test]
+    fn unknown_well_known_attribute_is_treat_as_withdraw() {
+        let b = with_attr(99, &[0x40, 99, 1, 0]);
+        withdrawn_with(&b, (3, 2));
+        // Without NLRI it is still not an End-of-RIB.
+        let body = vec![0, 0, 0, 3, 0x40, 99, 0];
+        let u = Update::decode(&body, Codec::default()).unwrap();
+        assert_eq!(u.errors[0].error.subcode, 2);
+        assert_eq!(u.end_of_rib(), None);
+    }
+
+    #[test]
+    fn duplicate_attribute_is_discarded_after_the_first() {
+        let body = [0, 0, 0, 8, 0x40, 1, 1, 2, 0x40, 1, 1, 0];
+        let u = Update::decode(&body, Codec::default()).unwrap();
+        assert_eq!(u.errors.len(), 1);
+        assert_eq!(u.errors[0].action, ErrorAction::AttributeDiscard);
+        assert_eq!(u.attrs.unwrap().origin, Origin::Incomplete);
+    }
+
+    #[test]
+    fn repeated_or_malformed_mp_attribute_resets_the_session() {
+        let body = [
+            0, 0, 0, 14, 0x90, 15, 0, 3, 0, 2, 1, 0x90, 15, 0, 3, 0, 2, 1,
+        ];
         let e = Update::decode(&body, Codec::default()).unwrap_err();
-        assert_eq!((e.code, e.subcode), (3, 2));
+        assert_eq!((e.code, e.subcode), (3, 1));
+        // MP_REACH with a 5-octet IPv6 next hop: the NLRI cannot be located.
+        let body = [0, 0, 0, 14, 0x90, 14, 0, 10, 0, 2, 1, 5, 1, 2, 3, 4, 5, 0];
+        let e = Update::decode(&body, Codec::default()).unwrap_err();
+        assert_eq!((e.code, e.subcode), (3, 9));
     }
 
     #[test]
@@ -417,13 +561,6 @@ mod tests {
             value: vec![0xab, 0xcd].into(),
         }];
         assert_eq!(d, Message::Update(u));
-    }
-
-    #[test]
-    fn duplicate_attribute_is_a_malformed_list() {
-        let body = [0, 0, 0, 8, 0x40, 1, 1, 0, 0x40, 1, 1, 0];
-        let e = Update::decode(&body, Codec::default()).unwrap_err();
-        assert_eq!((e.code, e.subcode), (3, 1));
     }
 
     #[test]
