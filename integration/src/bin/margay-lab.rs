@@ -439,11 +439,17 @@ fn ns(lab: &LabDir, cmd: NsCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         NsCmd::Create { name, labels } => {
             let w = objects::create_namespace(&st, &name, labels_of(&labels)?)?;
-            report(&format!("namespace {name} created"), confirm(&st, &[w])?);
+            report(
+                &format!("namespace {name} created"),
+                confirm(lab, &st, &[w])?,
+            );
         }
         NsCmd::Label { name, edits } => {
             let w = objects::label_namespace(&st, &name, &edits)?;
-            report(&format!("namespace {name} labelled"), confirm(&st, &[w])?);
+            report(
+                &format!("namespace {name} labelled"),
+                confirm(lab, &st, &[w])?,
+            );
         }
         NsCmd::Delete { name } => {
             let bins = Bins::find()?;
@@ -453,13 +459,14 @@ fn ns(lab: &LabDir, cmd: NsCmd) -> anyhow::Result<ExitCode> {
                 .filter(|p| p.namespace == name)
                 .map(|p| p.id())
                 .collect();
+            let mut w = Vec::new();
             for id in &ids {
-                pods::delete(lab, &lock, &mut st, &bins, id)?;
+                w.extend(pods::delete(lab, &lock, &mut st, &bins, id)?);
             }
-            let w = objects::delete_namespace(&st, &name)?;
+            w.extend(objects::delete_namespace(&st, &name)?);
             report(
                 &format!("namespace {name} deleted with {} pods", ids.len()),
-                confirm(&st, &w)?,
+                confirm(lab, &st, &w)?,
             );
         }
         NsCmd::List => {
@@ -494,7 +501,7 @@ fn pod(lab: &LabDir, cmd: PodCmd) -> anyhow::Result<ExitCode> {
             let (p, w) = pods::create(lab, &lock, &mut st, &bins, &spec, true)?;
             report(
                 &format!("pod {id} on {} at {}", p.node, p.ips.join(" ")),
-                confirm(&st, &[w])?,
+                confirm(lab, &st, &[w])?,
             );
         }
         PodCmd::Label { id, edits } => {
@@ -503,11 +510,14 @@ fn pod(lab: &LabDir, cmd: PodCmd) -> anyhow::Result<ExitCode> {
             let w = objects::write_pod(&st, &p)?;
             st.pods.insert(id.clone(), p);
             lab.save(&lock, &st)?;
-            report(&format!("pod {id} labelled"), confirm(&st, &[w])?);
+            report(&format!("pod {id} labelled"), confirm(lab, &st, &[w])?);
         }
         PodCmd::Delete { id } => {
-            pods::delete(lab, &lock, &mut st, &bins, &id)?;
-            eprintln!("pod {id} deleted");
+            let w = pods::delete(lab, &lock, &mut st, &bins, &id)?;
+            report(
+                &format!("pod {id} deleted"),
+                confirm(lab, &st, &Vec::from_iter(w))?,
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -537,7 +547,7 @@ fn policy(lab: &LabDir, cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
             (format!("NetworkPolicy {id} deleted"), w)
         }
     };
-    match confirm(&st, &[written])? {
+    match confirm(lab, &st, &[written])? {
         Confirmation::Agents => {
             eprintln!("{what}; every agent enforces it");
             Ok(ExitCode::SUCCESS)

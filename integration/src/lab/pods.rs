@@ -342,16 +342,21 @@ fn start_server(lab: &LabDir, st: &mut State, bins: &Bins, pod: &PodState) -> an
     )
 }
 
-/// Deletes a pod: CNI DEL (which frees its addresses), its server, its namespace.
+/// Deletes a pod: CNI DEL (which frees its addresses and makes the agent delete its
+/// WorkloadEndpoint), its server, its namespace. Returns the endpoint's deletion, if it had one.
 pub fn delete(
     lab: &LabDir,
     lock: &Lock,
     st: &mut State,
     bins: &Bins,
     id: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<objects::Written>> {
     let pod = find_pod(st, id)?.clone();
     let mut errors = Vec::new();
+    let wep = objects::pod_wep_deletion(st, &pod).unwrap_or_else(|e| {
+        errors.push(format!("{e:#}"));
+        None
+    });
     if let Some(node) = st.node(&pod.node).cloned() {
         let conf = cni_conf(lab, st, &node);
         if let Err(e) = run_cni(bins, &node, "DEL", &pod, &conf) {
@@ -375,7 +380,7 @@ pub fn delete(
     if !errors.is_empty() {
         anyhow::bail!("pod {id} removed with errors: {}", errors.join("; "));
     }
-    Ok(())
+    Ok(wep)
 }
 
 /// Applies `k=v` / `k-` edits to a label map; errors name the bad argument.
