@@ -317,6 +317,11 @@ fn down_after_the_supervisor_was_killed_leaves_nothing() {
         assert!(p.alive(), "{name} died with the supervisor");
     }
     assert!(lab.ok(&["status"]).contains("SUPERVISOR NOT RUNNING"));
+    // With etcd gone too, people still get the state's picture; scripts get an error.
+    before.procs["etcd"].stop(Duration::from_secs(5));
+    let picture = lab.ok(&["status"]);
+    assert!(picture.contains("default/pod-2-1"), "{picture}");
+    assert_eq!(lab.code(&["status", "-o", "json"]), 2);
     // ...and `down` still finds and stops them by PID.
     lab.ok(&["down"]);
     assert_nothing_left(&lab, &before);
@@ -383,6 +388,23 @@ fn two_commands_at_once_do_not_corrupt_the_state() {
     assert_eq!(
         lab.code(&["probe", "default/p0", "default/p3", "80/tcp"]),
         0
+    );
+
+    // Refused creates say why and leave nothing behind.
+    let dup = lab.run(&["pod", "create", "default/p0"]);
+    assert_eq!(dup.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+    let no_ns = lab.run(&["pod", "create", "nope/a"]);
+    assert_eq!(no_ns.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_ns.stderr).contains("margay-lab ns create nope"));
+    let bad_node = lab.run(&["pod", "create", "default/q", "--node", "node-9"]);
+    assert_eq!(bad_node.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_node.stderr).contains("nodes: node-1"));
+    assert_eq!(lab.state().pods.len(), 4);
+    assert_eq!(
+        lab_namespaces(&lab.prefix()).len(),
+        3 + 4,
+        "br, infra, node, 4 pods"
     );
 
     let before = lab.state();

@@ -271,7 +271,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Down => down(&lab)?,
         Cmd::Status { output, dot, svg } => {
             let st = snapshot(&lab)?;
-            let s = status::gather(&st)?;
+            let s = match status::gather(&st) {
+                Ok(s) => s,
+                // People still get what the state knows; scripts get the error.
+                Err(e) if output == Output::Text && !dot && !svg => {
+                    eprintln!(
+                        "margay-lab: {e:#}\n(showing what the lab's state file knows; blocks and BGP sessions come from etcd)"
+                    );
+                    status::offline(&st)
+                }
+                Err(e) => return Err(e),
+            };
             if dot {
                 print!("{}", status::dot(&st, &s));
             } else if svg {
@@ -429,11 +439,17 @@ fn ns(lab: &LabDir, cmd: NsCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         NsCmd::Create { name, labels } => {
             let w = objects::create_namespace(&st, &name, labels_of(&labels)?)?;
-            report(&format!("namespace {name} created"), confirm(&st, &[w])?);
+            report(
+                &format!("namespace {name} created"),
+                confirm(lab, &st, &[w])?,
+            );
         }
         NsCmd::Label { name, edits } => {
             let w = objects::label_namespace(&st, &name, &edits)?;
-            report(&format!("namespace {name} labelled"), confirm(&st, &[w])?);
+            report(
+                &format!("namespace {name} labelled"),
+                confirm(lab, &st, &[w])?,
+            );
         }
         NsCmd::Delete { name } => {
             let bins = Bins::find()?;
@@ -443,13 +459,14 @@ fn ns(lab: &LabDir, cmd: NsCmd) -> anyhow::Result<ExitCode> {
                 .filter(|p| p.namespace == name)
                 .map(|p| p.id())
                 .collect();
+            let mut w = Vec::new();
             for id in &ids {
-                pods::delete(lab, &lock, &mut st, &bins, id)?;
+                w.extend(pods::delete(lab, &lock, &mut st, &bins, id)?);
             }
-            let w = objects::delete_namespace(&st, &name)?;
+            w.extend(objects::delete_namespace(&st, &name)?);
             report(
                 &format!("namespace {name} deleted with {} pods", ids.len()),
-                confirm(&st, &w)?,
+                confirm(lab, &st, &w)?,
             );
         }
         NsCmd::List => {
@@ -481,11 +498,10 @@ fn pod(lab: &LabDir, cmd: PodCmd) -> anyhow::Result<ExitCode> {
                 labels: labels_of(&labels)?,
                 ports,
             };
-            let p = pods::create(lab, &lock, &mut st, &bins, &spec, true)?;
-            let w = objects::write_pod(&st, &p)?;
+            let (p, w) = pods::create(lab, &lock, &mut st, &bins, &spec, true)?;
             report(
                 &format!("pod {id} on {} at {}", p.node, p.ips.join(" ")),
-                confirm(&st, &[w])?,
+                confirm(lab, &st, &[w])?,
             );
         }
         PodCmd::Label { id, edits } => {
@@ -494,11 +510,14 @@ fn pod(lab: &LabDir, cmd: PodCmd) -> anyhow::Result<ExitCode> {
             let w = objects::write_pod(&st, &p)?;
             st.pods.insert(id.clone(), p);
             lab.save(&lock, &st)?;
-            report(&format!("pod {id} labelled"), confirm(&st, &[w])?);
+            report(&format!("pod {id} labelled"), confirm(lab, &st, &[w])?);
         }
         PodCmd::Delete { id } => {
-            pods::delete(lab, &lock, &mut st, &bins, &id)?;
-            eprintln!("pod {id} deleted");
+            let w = pods::delete(lab, &lock, &mut st, &bins, &id)?;
+            report(
+                &format!("pod {id} deleted"),
+                confirm(lab, &st, &Vec::from_iter(w))?,
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -528,7 +547,7 @@ fn policy(lab: &LabDir, cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
             (format!("NetworkPolicy {id} deleted"), w)
         }
     };
-    match confirm(&st, &[written])? {
+    match confirm(lab, &st, &[written])? {
         Confirmation::Agents => {
             eprintln!("{what}; every agent enforces it");
             Ok(ExitCode::SUCCESS)

@@ -228,6 +228,27 @@ pub fn write_pod(st: &State, pod: &PodState) -> anyhow::Result<Written> {
     })
 }
 
+/// The deletion of a pod's WorkloadEndpoint that its CNI DEL brings (the agent deletes it), for
+/// [`super::sync::confirm`]; `None` when the pod has none.
+pub fn pod_wep_deletion(st: &State, pod: &PodState) -> anyhow::Result<Option<Written>> {
+    let pod = pod.clone();
+    with_ds(st, |ds| async move {
+        let (all, _) = Typed::<WorkloadEndpoint>::new(ds)
+            .list(Some(&pod.namespace))
+            .await?;
+        Ok(all
+            .into_iter()
+            .find(|w| w.spec.pod == pod.name && w.spec.node == pod.node)
+            .and_then(|w| w.metadata.name)
+            .map(|name| Written {
+                kind: "WorkloadEndpoint",
+                namespace: pod.namespace.clone(),
+                name,
+                revision: None,
+            }))
+    })
+}
+
 /// Parses a NetworkPolicy from YAML or JSON; the namespace defaults to `default`.
 pub fn parse_policy(text: &str, source: &str) -> anyhow::Result<NetworkPolicy> {
     let value: serde_json::Value = if text.trim_start().starts_with('{') {

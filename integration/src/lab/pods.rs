@@ -183,6 +183,7 @@ fn run_cni(
 }
 
 /// Creates a pod; with `wait`, returns only once every node routes to it. Saves the state.
+/// Returns the pod and the write of its WorkloadEndpoint's labels and ports.
 pub fn create(
     lab: &LabDir,
     lock: &Lock,
@@ -190,7 +191,7 @@ pub fn create(
     bins: &Bins,
     spec: &PodSpec,
     wait: bool,
-) -> anyhow::Result<PodState> {
+) -> anyhow::Result<(PodState, objects::Written)> {
     check_name("namespace", &spec.namespace)?;
     check_name("pod name", &spec.name)?;
     let id = format!("{}/{}", spec.namespace, spec.name);
@@ -260,13 +261,24 @@ pub fn create(
     st.pods.insert(id.clone(), pod.clone());
     lab.save(lock, st)?;
 
-    start_server(lab, st, bins, &pod)?;
-    lab.save(lock, st)?;
-    objects::write_pod(st, &pod)?;
-    if wait {
-        wait_routes(st, ROUTE_TIMEOUT)?;
+    let finish = |st: &mut State| -> anyhow::Result<objects::Written> {
+        start_server(lab, st, bins, &pod)?;
+        lab.save(lock, st)?;
+        let written = objects::write_pod(st, &pod)?;
+        if wait {
+            wait_routes(st, ROUTE_TIMEOUT)?;
+        }
+        Ok(written)
+    };
+    let written = finish(st);
+    if let Err(e) = written {
+        // Undo the half-made pod (CNI DEL, server, namespace) and report the first failure.
+        if let Err(undo) = delete(lab, lock, st, bins, &id) {
+            tracing::warn!(pod = %id, error = %undo, "cannot remove the half-made pod");
+        }
+        return Err(e.context(format!("pod {id} not created (removed again)")));
     }
-    Ok(pod)
+    Ok((pod, written?))
 }
 
 /// The supervisor's name for a pod's server.
@@ -330,16 +342,21 @@ fn start_server(lab: &LabDir, st: &mut State, bins: &Bins, pod: &PodState) -> an
     )
 }
 
-/// Deletes a pod: CNI DEL (which frees its addresses), its server, its namespace.
+/// Deletes a pod: CNI DEL (which frees its addresses and makes the agent delete its
+/// WorkloadEndpoint), its server, its namespace. Returns the endpoint's deletion, if it had one.
 pub fn delete(
     lab: &LabDir,
     lock: &Lock,
     st: &mut State,
     bins: &Bins,
     id: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<objects::Written>> {
     let pod = find_pod(st, id)?.clone();
     let mut errors = Vec::new();
+    let wep = objects::pod_wep_deletion(st, &pod).unwrap_or_else(|e| {
+        errors.push(format!("{e:#}"));
+        None
+    });
     if let Some(node) = st.node(&pod.node).cloned() {
         let conf = cni_conf(lab, st, &node);
         if let Err(e) = run_cni(bins, &node, "DEL", &pod, &conf) {
@@ -363,7 +380,7 @@ pub fn delete(
     if !errors.is_empty() {
         anyhow::bail!("pod {id} removed with errors: {}", errors.join("; "));
     }
-    Ok(())
+    Ok(wep)
 }
 
 /// Applies `k=v` / `k-` edits to a label map; errors name the bad argument.

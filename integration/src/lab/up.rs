@@ -250,6 +250,7 @@ fn build(
     }
     progress("BGP mesh established", t0);
 
+    let mut written = Vec::new();
     for i in 1..=o.pods_per_node {
         for n in st.nodes.clone() {
             let spec = PodSpec {
@@ -263,13 +264,17 @@ fn build(
                 .into(),
                 ports: Vec::new(),
             };
-            pods::create(lab, lock, st, bins, &spec, false)?;
+            let (_, w) = pods::create(lab, lock, st, bins, &spec, false)?;
+            written.push(w);
         }
     }
     if o.pods_per_node > 0 {
         progress(&format!("{} pods wired by margay-cni", st.pods.len()), t0);
         pods::wait_routes(st, o.timeout)?;
         progress("every node routes to every pod (IPv4)", t0);
+        if super::sync::confirm(lab, st, &written)? == super::sync::Confirmation::Agents {
+            progress("every agent has the pods' labels in its policy", t0);
+        }
         if o.ipv6 {
             let grace = Instant::now() + Duration::from_secs(5);
             let mut missing = pods::missing_routes(st, true);
