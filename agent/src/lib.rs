@@ -7,6 +7,7 @@
 
 pub mod autodetect;
 pub mod config;
+pub mod controllers;
 pub mod dataplane;
 pub mod endpoints;
 pub mod health;
