@@ -235,3 +235,41 @@ fn a_removed_policy_takes_its_chains_and_sets_with_it() {
     let sets = ns.exec(&["ipset", "save"]).unwrap().stdout;
     assert!(!sets.contains("create mgy"), "{sets}");
 }
+
+#[test]
+fn a_pod_entering_a_selector_is_one_ipset_add_and_no_iptables_write() {
+    let ns = Netns::with_tag("pol-inc").expect("namespace (run as root)");
+    let mut c = model();
+    let report = ns
+        .block_on(async {
+            let mut dp = PolicyDataplane::new(Mode::Nft);
+            dp.load_all(&c);
+            dp.resync().await.unwrap();
+            c.take_dirty();
+            // A new remote pod in y labelled pod=b: it enters the policy's peer set.
+            c.upsert_endpoint(
+                ("y".into(), "new".into()),
+                Endpoint {
+                    namespace: "y".into(),
+                    labels: BTreeMap::from([("pod".to_owned(), "b".to_owned())]),
+                    ips: vec!["100.64.1.77".parse().unwrap()],
+                    ports: vec![],
+                    iface: "mgyremote".into(),
+                    local: false,
+                },
+            );
+            let dirty = c.take_dirty();
+            assert!(dirty.chains.is_empty(), "{dirty:?}");
+            dp.load_dirty(&c, &dirty);
+            dp.program().await.unwrap()
+        })
+        .unwrap();
+    assert_eq!(
+        (report.v4.restores, report.v6.restores),
+        (0, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.sets.added, 1, "{report:?}");
+    let sets = ns.exec(&["ipset", "save"]).unwrap().stdout;
+    assert!(sets.contains(" 100.64.1.77\n"), "{sets}");
+}
