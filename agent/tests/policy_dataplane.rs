@@ -59,6 +59,31 @@ fn iptables_nft_is_detected_in_a_fresh_namespace() {
 }
 
 #[test]
+fn a_host_on_iptables_legacy_is_detected_and_programmed_with_it() {
+    let ns = Netns::with_tag("pol-legacy").expect("namespace (run as root)");
+    // The host's rules live in the legacy tables.
+    ns.exec(&["iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"])
+        .unwrap();
+    assert_eq!(ns.run(detect_mode).unwrap(), Mode::Legacy);
+    let c = model();
+    let second = ns
+        .block_on(async {
+            let mut dp = PolicyDataplane::new(Mode::Legacy);
+            dp.load_all(&c);
+            dp.resync().await.expect("first programming");
+            let mut again = PolicyDataplane::new(Mode::Legacy);
+            again.load_all(&c);
+            again.resync().await.expect("second pass")
+        })
+        .unwrap();
+    assert!(!second.wrote(), "{second:?}");
+    let legacy = save(&ns, "iptables-legacy-save");
+    assert!(legacy.contains("-j mgy-FORWARD"), "{legacy}");
+    let nft = save(&ns, "iptables-nft-save");
+    assert!(!nft.contains("mgy"), "nothing in the nft tables: {nft}");
+}
+
+#[test]
 fn programming_is_accepted_by_the_kernel_and_a_second_pass_writes_nothing() {
     let ns = Netns::with_tag("pol-dp").expect("namespace (run as root)");
     let c = model();
