@@ -125,8 +125,16 @@ fn run(policies: usize, endpoints: usize) {
     let sets = save(&["ipset", "save"], "sets");
     let v4 = save(&["iptables-save"], "v4");
     let v6 = save(&["ip6tables-save"], "v6");
-    let rules = std::fs::read_to_string(&v4).unwrap().lines().filter(|l| l.starts_with("-A")).count()
-        + std::fs::read_to_string(&v6).unwrap().lines().filter(|l| l.starts_with("-A")).count();
+    let rules = std::fs::read_to_string(&v4)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("-A"))
+        .count()
+        + std::fs::read_to_string(&v6)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("-A"))
+            .count();
     let b = Netns::with_tag("polb-b").expect("namespace");
     let sh = |cmd: String| b.exec(&["sh", "-c", &cmd]).expect("plain restore");
     let (_, plain_s) = time(|| {
@@ -171,7 +179,11 @@ fn run(policies: usize, endpoints: usize) {
          margay_s={margay_s:.3} (compile {compile_s:.3} + write {write_s:.3}) plain_restore_s={plain_s:.3} \
          ratio={:.2} | remote_label_change_ms={:.1} (sets +{} -{}, restores 0) \
          local_label_change_ms={:.1} (chains written {})",
-        std::fs::read_to_string(&sets).unwrap().lines().filter(|l| l.starts_with("create")).count(),
+        std::fs::read_to_string(&sets)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("create"))
+            .count(),
         margay_s / plain_s,
         label_s * 1000.0,
         report.sets.added,

@@ -62,8 +62,18 @@ fn iptables_nft_is_detected_in_a_fresh_namespace() {
 fn a_host_on_iptables_legacy_is_detected_and_programmed_with_it() {
     let ns = Netns::with_tag("pol-legacy").expect("namespace (run as root)");
     // The host's rules live in the legacy tables.
-    ns.exec(&["iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"])
-        .unwrap();
+    ns.exec(&[
+        "iptables-legacy",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "22",
+        "-j",
+        "ACCEPT",
+    ])
+    .unwrap();
     assert_eq!(ns.run(detect_mode).unwrap(), Mode::Legacy);
     let c = model();
     let second = ns
