@@ -425,3 +425,54 @@ fn commands_without_a_lab_say_how_to_start_one() {
     // down with no lab is fine (nothing to remove).
     lab.ok(&["down"]);
 }
+
+#[test]
+fn a_dual_stack_lab_gives_pods_both_families() {
+    let lab = Lab::new();
+    lab.ok(&["up", "--nodes", "1", "--pods-per-node", "2", "--ipv6"]);
+    let s = lab.status();
+    let node = &s["nodes"][0];
+    let blocks: Vec<&str> = node["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
+    assert!(
+        blocks.iter().any(|b| b.starts_with("100.64.")),
+        "{blocks:?}"
+    );
+    assert!(
+        blocks.iter().any(|b| b.starts_with("fd00:100:64:")),
+        "{blocks:?}"
+    );
+    let pods = node["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), 2);
+    for p in pods {
+        let ips = p["ips"].as_array().unwrap();
+        assert_eq!(ips.len(), 2, "{p}");
+        assert!(
+            p["ip"].as_str().unwrap().starts_with("100.64."),
+            "IPv4 first: {p}"
+        );
+        assert!(
+            ips.iter()
+                .any(|i| i.as_str().unwrap().starts_with("fd00:100:64:")),
+            "{p}"
+        );
+    }
+    // Over IPv6 between the two pods of the node.
+    let v6 = pods[1]["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .find(|i| i.contains(':'))
+        .unwrap()
+        .to_owned();
+    let from = pods[0]["name"].as_str().unwrap().to_owned();
+    assert_eq!(lab.code(&["ping", &from, &v6, "-c", "1"]), 0);
+    let before = lab.state();
+    lab.ok(&["down"]);
+    assert_nothing_left(&lab, &before);
+}
