@@ -283,6 +283,18 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
         lab.ok(&["ctl", "get", "networkpolicy", "-n", "x"])
             .contains("deny")
     );
+    if code == 0 {
+        // The agents enforce it (it returned only once every agent had programmed it): ingress
+        // to x/a is denied, from another node and from its own.
+        for from in ["default/pod-1-1", "default/pod-2-1"] {
+            assert_eq!(lab.code(&["probe", from, "x/a", "8080/TCP"]), 1, "{from}");
+        }
+        assert_eq!(lab.code(&["policy", "delete", "x/deny"]), 0);
+        assert_eq!(
+            lab.code(&["probe", "default/pod-1-1", "x/a", "8080/TCP"]),
+            0
+        );
+    }
 
     // Deleting the namespace removes its pod and its policy.
     lab.ok(&["ns", "delete", "x"]);
