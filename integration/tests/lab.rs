@@ -262,8 +262,16 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
     } else {
         &weps
     };
+    // The pod's labels, beside the agent's own margay.dev/* ones.
+    let pod_labels: serde_json::Map<String, Value> = wep["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !k.starts_with("margay.dev/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     assert_eq!(
-        wep["metadata"]["labels"],
+        Value::Object(pod_labels),
         serde_json::json!({"tier": "db"}),
         "{weps}"
     );
