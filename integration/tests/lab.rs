@@ -496,3 +496,57 @@ fn a_dual_stack_lab_gives_pods_both_families() {
     lab.ok(&["down"]);
     assert_nothing_left(&lab, &before);
 }
+
+#[test]
+fn an_up_that_fails_says_why_and_removes_what_it_made() {
+    let lab = Lab::new();
+    // The real binaries, but an agent that cannot start.
+    let bins = tempfile::tempdir().unwrap();
+    let real = bin();
+    for b in ["margay-cni", "margayctl"] {
+        std::os::unix::fs::symlink(real.with_file_name(b), bins.path().join(b)).unwrap();
+    }
+    let agent = bins.path().join("margay-node");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\necho 'this agent is broken on purpose' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let out = lab
+        .cmd(&[
+            "up",
+            "--nodes",
+            "2",
+            "--pods-per-node",
+            "1",
+            "--timeout",
+            "20",
+        ])
+        .env("MARGAY_BIN_DIR", bins.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node-1's agent exited"), "{err}");
+    assert!(
+        err.contains("broken on purpose"),
+        "the error quotes the agent's log: {err}"
+    );
+    assert!(err.contains("cleaning up"), "{err}");
+
+    let left = lab_namespaces(&lab.prefix());
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(!lab.dir.path().join("state.json").exists());
+    // etcd (started before the agents) is gone too: no process runs with the lab's data dir.
+    let data = format!("{}etcd", lab.prefix());
+    let running: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&data))
+        .collect();
+    assert!(running.is_empty(), "still running: {running:?}");
+}
