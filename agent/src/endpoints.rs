@@ -133,6 +133,20 @@ fn attachment(a: Option<Attachment>) -> Result<Attachment, ApiError> {
     Ok(a)
 }
 
+/// The labels the agent itself puts on a WorkloadEndpoint (the pod's own come from others).
+fn own_labels(namespace: &str) -> [(String, String); 2] {
+    [
+        (
+            margay_api::workload::LABEL_NAMESPACE.to_owned(),
+            namespace.to_owned(),
+        ),
+        (
+            margay_api::workload::LABEL_ORCHESTRATOR.to_owned(),
+            margay_api::workload::ORCHESTRATOR_K8S.to_owned(),
+        ),
+    ]
+}
+
 fn host_net(ip: IpAddr) -> IpNet {
     IpNet::from(ip)
 }
@@ -420,13 +434,21 @@ impl Handler for LocalAgent {
         };
         let mut wep = WorkloadEndpoint::new(&wep_name, spec.clone());
         wep.metadata.namespace = Some(namespace.clone());
+        wep.metadata.labels = Some(own_labels(&namespace).into_iter().collect());
         match self.weps.create(&wep).await {
             Ok(_) => {}
             Err(margay_datastore::Error::AlreadyExists(_)) => {
                 self.weps
                     .update_with(Some(&namespace), &wep_name, 10, |w| {
-                        let changed = w.spec != spec;
-                        w.spec = spec.clone();
+                        // The pod's labels and named ports are written by others (the
+                        // controller that watches pods): keep them.
+                        let mut want = spec.clone();
+                        want.ports = w.spec.ports.clone();
+                        let mut labels = w.metadata.labels.clone().unwrap_or_default();
+                        labels.extend(own_labels(&namespace));
+                        let changed = w.spec != want || w.metadata.labels.as_ref() != Some(&labels);
+                        w.spec = want;
+                        w.metadata.labels = Some(labels);
                         Ok(changed)
                     })
                     .await

@@ -25,7 +25,7 @@ use margay_api::k8s_openapi::api::core::v1::Secret;
 use margay_api::node::NodeBGPSpec;
 use margay_api::{BGPConfiguration, BGPConfigurationSpec, BGPPeer, MargayNode, NodeSpec};
 use margay_bgp::rib::{NextHopMode, RouteChange};
-use margay_bgp::{PeerConfig, Speaker, SpeakerConfig};
+use margay_bgp::{GracefulRestart, PeerConfig, Speaker, SpeakerConfig};
 use margay_datastore::{Backoff, Datastore, Event, Typed};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -194,6 +194,7 @@ fn peer_config(d: &DesiredPeer) -> PeerConfig {
     let mut c = PeerConfig::new(d.addr, d.asn);
     c.port = d.port;
     c.rr_client = d.rr_client;
+    c.password = d.password.clone();
     if d.keep_original_next_hop {
         c.next_hop = Some(NextHopMode::Unchanged);
     }
@@ -344,11 +345,47 @@ pub struct BgpParams {
     pub own_blocks: Arc<Mutex<BTreeSet<IpNet>>>,
     /// The learned prefixes currently installed.
     pub learned: Arc<Mutex<BTreeSet<IpNet>>>,
+    /// This process restarts a node whose forwarding state survived (its routes are still in
+    /// the kernel): peers are told so (graceful restart R and F bits) and keep our routes until
+    /// our End-of-RIB.
+    pub restarting: bool,
+}
+
+/// The running speaker and what the rest of the agent needs of it.
+#[derive(Debug)]
+pub struct Bgp {
+    /// The speaker.
+    pub speaker: Speaker,
+    /// Why each session exists.
+    pub kinds: PeerKinds,
+    /// Turns true once the sessions and service announcements follow the datastore.
+    pub peering_ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Bgp {
+    /// Sends End-of-RIB to the peers once peering follows the datastore and `routes_in`
+    /// completes (the application's own routes are originated), in the background.
+    pub fn end_of_rib_after(
+        &self,
+        routes_in: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let (speaker, mut ready) = (self.speaker.clone(), self.peering_ready.clone());
+        tokio::spawn(async move {
+            routes_in.await;
+            if ready.wait_for(|r| *r).await.is_ok() {
+                match speaker.initial_routes_done() {
+                    Ok(()) => info!("initial routes announced; End-of-RIB sent to peers"),
+                    Err(e) => warn!(error = %e, "cannot send End-of-RIB"),
+                }
+            }
+        });
+    }
 }
 
 /// Starts the speaker and the tasks that keep its sessions and the kernel's learned routes
-/// current, and the kinds of its sessions. This node's `Node` must be registered first.
-pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<(Speaker, PeerKinds)> {
+/// current. This node's `Node` must be registered first. Graceful restart is on (restart time
+/// `nodeMeshMaxRestartTime`, default 120 s); End-of-RIB waits for [`Bgp::end_of_rib_after`].
+pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<Bgp> {
     let (nodes, _) = Typed::<MargayNode>::new(Arc::clone(&ds))
         .list(None)
         .await
@@ -357,18 +394,27 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<(Spea
     let config = cluster_config(&ds).await?;
     let local = local_bgp(&p.node, &nodes, &config)
         .with_context(|| format!("Node {} is not in the datastore", p.node))?;
-    let speaker = Speaker::start(SpeakerConfig {
-        local_as: local.asn,
-        router_id: p.addr,
-        listen: Some(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            local.port,
-        )),
-        cluster_id: local.cluster_id,
-    })
+    let gr = GracefulRestart {
+        restarting: p.restarting,
+        restart_time: config.node_mesh_max_restart_time().as_secs().min(4095) as u16,
+        ..GracefulRestart::default()
+    };
+    let speaker = Speaker::start_with(
+        SpeakerConfig {
+            local_as: local.asn,
+            router_id: p.addr,
+            listen: Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                local.port,
+            )),
+            cluster_id: local.cluster_id,
+        },
+        gr,
+    )
     .await
     .with_context(|| format!("cannot start the BGP speaker on port {}", local.port))?;
-    info!(addr = %p.addr, asn = local.asn, port = local.port, cluster_id = ?local.cluster_id, "BGP speaker started");
+    info!(addr = %p.addr, asn = local.asn, port = local.port, cluster_id = ?local.cluster_id, restarting = p.restarting, "BGP speaker started");
+    let (ready_tx, peering_ready) = tokio::sync::watch::channel(false);
 
     let mut rec = Reconciler {
         me: p.node.clone(),
@@ -402,6 +448,7 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<(Spea
         while let Some(input) = all.next().await {
             if inputs.apply(input) && inputs.synced() {
                 rec.reconcile(&watch_ds, &inputs).await;
+                ready_tx.send_replace(true);
             }
         }
     });
@@ -417,14 +464,40 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<(Spea
             let own = own_blocks.lock().await.clone();
             let mut learned = learned.lock().await;
             let mut r = routes.lock().await;
+            // Next hops resolved once per batch (a batch usually shares a handful).
+            let mut via: BTreeMap<IpAddr, Option<IpAddr>> = BTreeMap::new();
             for change in batch {
                 match change {
                     RouteChange::Add { prefix, next_hop }
                     | RouteChange::Replace { prefix, next_hop } => {
                         let p = IpNet::from(prefix);
-                        if !own.contains(&p) && next_hop != me {
-                            r.set(p, RouteTarget::Via(next_hop));
-                            learned.insert(p);
+                        if own.contains(&p) || next_hop == me {
+                            continue;
+                        }
+                        let gw = match via.get(&next_hop) {
+                            Some(g) => *g,
+                            None => {
+                                let g = match r.resolve_next_hop(next_hop).await {
+                                    Ok(g) => Some(g),
+                                    Err(why) => {
+                                        warn!(%next_hop, reason = %why, "cannot install routes through this next hop");
+                                        None
+                                    }
+                                };
+                                via.insert(next_hop, g);
+                                g
+                            }
+                        };
+                        match gw {
+                            Some(gw) => {
+                                r.set(p, RouteTarget::Via(gw));
+                                learned.insert(p);
+                            }
+                            None => {
+                                if learned.remove(&p) {
+                                    r.remove(&p);
+                                }
+                            }
                         }
                     }
                     RouteChange::Withdraw { prefix } => {
@@ -441,7 +514,11 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<(Spea
             }
         }
     });
-    Ok((speaker, kinds))
+    Ok(Bgp {
+        speaker,
+        kinds,
+        peering_ready,
+    })
 }
 
 /// A stream that yields every `period` (the first after one period).

@@ -43,7 +43,7 @@ pub async fn run_reflector(
         labels: BTreeMap::from([(LABEL.to_string(), "true".to_string())]),
     };
     crate::mesh::register_node(&ds, &node, &reg).await?;
-    let (speaker, kinds) = crate::mesh::start(
+    let bgp = crate::mesh::start(
         Arc::clone(&ds),
         BgpParams {
             node: node.clone(),
@@ -51,9 +51,13 @@ pub async fn run_reflector(
             routes: None,
             own_blocks: Arc::new(tokio::sync::Mutex::new(BTreeSet::new())),
             learned: Arc::new(tokio::sync::Mutex::new(BTreeSet::new())),
+            restarting: false,
         },
     )
     .await?;
+    // A reflector originates nothing: End-of-RIB as soon as its sessions follow the datastore.
+    bgp.end_of_rib_after(async {});
+    let (speaker, kinds) = (bgp.speaker, bgp.kinds);
     info!(node = %node, %addr, %cluster_id, "route reflector started");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -71,6 +75,7 @@ pub async fn run_reflector(
     info!("stopping the route reflector");
     let _ = stop_tx.send(true);
     status.abort();
-    speaker.shutdown().await;
+    // No Cease: clients keep the reflected routes while the reflector restarts.
+    speaker.stop_for_restart().await;
     Ok(())
 }

@@ -93,13 +93,31 @@ async fn restore_endpoints(
 }
 
 /// When the dataplane was last known to be in sync with the desired state.
-#[derive(Debug, Clone, Default)]
-struct LastSync(Arc<std::sync::Mutex<Option<margay_api::k8s_openapi::jiff::Timestamp>>>);
+#[derive(Debug, Clone)]
+struct LastSync(
+    Arc<std::sync::Mutex<Option<margay_api::k8s_openapi::jiff::Timestamp>>>,
+    tokio::sync::watch::Sender<bool>,
+);
+
+impl Default for LastSync {
+    fn default() -> Self {
+        Self(Arc::default(), tokio::sync::watch::channel(false).0)
+    }
+}
 
 impl LastSync {
     fn mark(&self) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(margay_api::k8s_openapi::jiff::Timestamp::now());
+        self.1.send_replace(true);
+    }
+
+    /// Completes once the dataplane has been in sync once.
+    fn first(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.1.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
     fn get(&self) -> Option<margay_api::k8s_openapi::jiff::Timestamp> {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
@@ -244,6 +262,7 @@ pub async fn run_node(
         .await
         .adopt(|t| matches!(t, RouteTarget::Via(_)))
         .await?;
+    let restarting = !adopted.is_empty() || !restored.is_empty();
     if !adopted.is_empty() {
         info!(
             routes = adopted.len(),
@@ -264,7 +283,7 @@ pub async fn run_node(
             }
         });
     }
-    let (speaker, kinds) = crate::mesh::start(
+    let bgp = crate::mesh::start(
         Arc::clone(&ds),
         crate::mesh::BgpParams {
             node: node.clone(),
@@ -272,10 +291,21 @@ pub async fn run_node(
             routes: Some(Arc::clone(&routes)),
             own_blocks: Arc::clone(&own_blocks),
             learned,
+            restarting,
         },
     )
     .await?;
+    // End-of-RIB once our blocks and borrowed /32s are announced (the first dataplane sync).
+    bgp.end_of_rib_after(last_sync.first());
+    let (speaker, kinds) = (bgp.speaker, bgp.kinds);
 
+    let applied = crate::policy::AppliedIndex::default();
+    let policy = crate::policy::spawn(
+        Arc::clone(&ds),
+        node.clone(),
+        readiness.clone(),
+        applied.clone(),
+    );
     let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
     let agent = Arc::new(
         LocalAgent::new(
@@ -286,7 +316,8 @@ pub async fn run_node(
             Arc::clone(&sysctls),
             readiness.clone(),
         )
-        .with_exports(speaker.clone(), Arc::clone(&own_blocks)),
+        .with_exports(speaker.clone(), Arc::clone(&own_blocks))
+        .with_applied(applied.clone()),
     );
     agent.restore(&restored).await;
     let listener = server::bind(&config.socket)?;
@@ -338,10 +369,13 @@ pub async fn run_node(
     info!("stopping; kernel routes stay in place");
     let _ = stop_tx.send(true);
     watcher.abort();
+    policy.abort();
     resync.abort();
     status.abort();
     let _ = api.await;
-    speaker.shutdown().await;
+    // No Cease: peers keep our routes for the restart time (graceful restart), so pods stay
+    // reachable while the next agent starts.
+    speaker.stop_for_restart().await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
 }

@@ -179,6 +179,9 @@ pub enum Event {
     ManualStart,
     /// 2 ManualStop.
     ManualStop,
+    /// ManualStop because the peer was removed from the configuration: Cease/3
+    /// (peer de-configured) instead of Cease/2.
+    Deconfigured,
     /// ManualStop for a graceful restart of this speaker (RFC 4724 §4.1): every
     /// connection is closed without a NOTIFICATION, so that the peer keeps our
     /// routes.
@@ -524,6 +527,7 @@ impl Session {
             _ => {}
         }
 
+        let ev_is_deconfigured = ev == Deconfigured;
         match (self.state, ev) {
             // ---- Idle -------------------------------------------------------------
             (Idle, ManualStart) => {
@@ -550,9 +554,13 @@ impl Session {
             (Idle, _) => {}
 
             // ---- ManualStop, any other state ---------------------------------------
-            (_, ManualStop) => {
+            (_, ManualStop) | (_, Deconfigured) => {
                 self.auto = false;
-                let cease = Notification::cease(codes::CEASE_ADMIN_SHUTDOWN);
+                let cease = Notification::cease(if ev_is_deconfigured {
+                    codes::CEASE_PEER_DECONFIGURED
+                } else {
+                    codes::CEASE_ADMIN_SHUTDOWN
+                });
                 // RFC 8538 §5: an administrative shutdown is a Hard Reset, so that
                 // the peer really drops our routes.
                 let n = if self

@@ -455,7 +455,7 @@ impl Core {
                     None => Err(Error::UnknownPeer(addr)),
                     Some(id) => {
                         if let Some(p) = self.peers.remove(&id) {
-                            let _ = p.cmd.send(PeerCmd::Stop);
+                            let _ = p.cmd.send(PeerCmd::Remove);
                             if p.cfg.password.is_some()
                                 && let Err(e) = self.listener_key(addr, None)
                             {
@@ -560,7 +560,9 @@ impl Core {
             }
             CoreMsg::RefreshRequest { id } => {
                 debug!(peer = ?id, "route refresh requested");
-                let out = self.rib.dump(id);
+                // No End-of-RIB while it is held back: a peer keeping our stale
+                // routes would sweep those not yet re-originated.
+                let out = self.rib.dump_eor(id, self.initial_done);
                 self.send(out);
             }
         }

@@ -577,6 +577,17 @@ fn manual_stop_sends_a_hard_reset_when_the_n_bit_is_negotiated() {
         .unwrap();
     assert!(n.is_hard_reset());
     assert_eq!(n.data, vec![codes::CEASE, codes::CEASE_ADMIN_SHUTDOWN]);
+    // A removed peer: Hard Reset for "peer de-configured".
+    let mut s = established_gr(true, true);
+    let a = s.handle(Event::Deconfigured);
+    let n = sends(&a)
+        .into_iter()
+        .find_map(|(_, m)| match m {
+            Message::Notification(n) => Some(n),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(n.data, vec![codes::CEASE, codes::CEASE_PEER_DECONFIGURED]);
     // Without the N bit on both sides: a plain Cease.
     let mut s = established_gr(true, false);
     let a = s.handle(Event::ManualStop);
