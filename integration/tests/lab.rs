@@ -262,8 +262,16 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
     } else {
         &weps
     };
+    // The pod's labels, beside the agent's own margay.dev/* ones.
+    let pod_labels: serde_json::Map<String, Value> = wep["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !k.starts_with("margay.dev/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     assert_eq!(
-        wep["metadata"]["labels"],
+        Value::Object(pod_labels),
         serde_json::json!({"tier": "db"}),
         "{weps}"
     );
@@ -283,6 +291,18 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
         lab.ok(&["ctl", "get", "networkpolicy", "-n", "x"])
             .contains("deny")
     );
+    if code == 0 {
+        // The agents enforce it (it returned only once every agent had programmed it): ingress
+        // to x/a is denied, from another node and from its own.
+        for from in ["default/pod-1-1", "default/pod-2-1"] {
+            assert_eq!(lab.code(&["probe", from, "x/a", "8080/TCP"]), 1, "{from}");
+        }
+        assert_eq!(lab.code(&["policy", "delete", "x/deny"]), 0);
+        assert_eq!(
+            lab.code(&["probe", "default/pod-1-1", "x/a", "8080/TCP"]),
+            0
+        );
+    }
 
     // Deleting the namespace removes its pod and its policy.
     lab.ok(&["ns", "delete", "x"]);
@@ -424,4 +444,109 @@ fn commands_without_a_lab_say_how_to_start_one() {
     );
     // down with no lab is fine (nothing to remove).
     lab.ok(&["down"]);
+}
+
+#[test]
+fn a_dual_stack_lab_gives_pods_both_families() {
+    let lab = Lab::new();
+    lab.ok(&["up", "--nodes", "1", "--pods-per-node", "2", "--ipv6"]);
+    let s = lab.status();
+    let node = &s["nodes"][0];
+    let blocks: Vec<&str> = node["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
+    assert!(
+        blocks.iter().any(|b| b.starts_with("100.64.")),
+        "{blocks:?}"
+    );
+    assert!(
+        blocks.iter().any(|b| b.starts_with("fd00:100:64:")),
+        "{blocks:?}"
+    );
+    let pods = node["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), 2);
+    for p in pods {
+        let ips = p["ips"].as_array().unwrap();
+        assert_eq!(ips.len(), 2, "{p}");
+        assert!(
+            p["ip"].as_str().unwrap().starts_with("100.64."),
+            "IPv4 first: {p}"
+        );
+        assert!(
+            ips.iter()
+                .any(|i| i.as_str().unwrap().starts_with("fd00:100:64:")),
+            "{p}"
+        );
+    }
+    // Over IPv6 between the two pods of the node.
+    let v6 = pods[1]["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .find(|i| i.contains(':'))
+        .unwrap()
+        .to_owned();
+    let from = pods[0]["name"].as_str().unwrap().to_owned();
+    assert_eq!(lab.code(&["ping", &from, &v6, "-c", "1"]), 0);
+    let before = lab.state();
+    lab.ok(&["down"]);
+    assert_nothing_left(&lab, &before);
+}
+
+#[test]
+fn an_up_that_fails_says_why_and_removes_what_it_made() {
+    let lab = Lab::new();
+    // The real binaries, but an agent that cannot start.
+    let bins = tempfile::tempdir().unwrap();
+    let real = bin();
+    for b in ["margay-cni", "margayctl"] {
+        std::os::unix::fs::symlink(real.with_file_name(b), bins.path().join(b)).unwrap();
+    }
+    let agent = bins.path().join("margay-node");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\necho 'this agent is broken on purpose' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let out = lab
+        .cmd(&[
+            "up",
+            "--nodes",
+            "2",
+            "--pods-per-node",
+            "1",
+            "--timeout",
+            "20",
+        ])
+        .env("MARGAY_BIN_DIR", bins.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node-1's agent exited"), "{err}");
+    assert!(
+        err.contains("broken on purpose"),
+        "the error quotes the agent's log: {err}"
+    );
+    assert!(err.contains("cleaning up"), "{err}");
+
+    let left = lab_namespaces(&lab.prefix());
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(!lab.dir.path().join("state.json").exists());
+    // etcd (started before the agents) is gone too: no process runs with the lab's data dir.
+    let data = format!("{}etcd", lab.prefix());
+    let running: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&data))
+        .collect();
+    assert!(running.is_empty(), "still running: {running:?}");
 }

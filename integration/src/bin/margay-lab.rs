@@ -244,7 +244,7 @@ fn labels_of(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 fn report(what: &str, c: Confirmation) {
     match c {
-        Confirmation::Agents => eprintln!("{what}; every agent has it"),
+        Confirmation::Agents => eprintln!("{what}; every agent's policy has it"),
         Confirmation::DatastoreOnly => eprintln!("{what}"),
     }
 }
@@ -547,9 +547,14 @@ fn policy(lab: &LabDir, cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
             (format!("NetworkPolicy {id} deleted"), w)
         }
     };
+    let deleted = written.revision.is_none();
     match confirm(lab, &st, &[written])? {
         Confirmation::Agents => {
-            eprintln!("{what}; every agent enforces it");
+            if deleted {
+                eprintln!("{what}; no agent enforces it any more");
+            } else {
+                eprintln!("{what}; every agent enforces it");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Confirmation::DatastoreOnly => {

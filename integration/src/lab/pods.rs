@@ -262,6 +262,9 @@ pub fn create(
     lab.save(lock, st)?;
 
     let finish = |st: &mut State| -> anyhow::Result<objects::Written> {
+        if pod.ips.iter().any(|i| i.contains(':')) {
+            wait_dad(&node, &pod)?;
+        }
         start_server(lab, st, bins, &pod)?;
         lab.save(lock, st)?;
         let written = objects::write_pod(st, &pod)?;
@@ -279,6 +282,30 @@ pub fn create(
         return Err(e.context(format!("pod {id} not created (removed again)")));
     }
     Ok((pod, written?))
+}
+
+/// Waits until IPv6 duplicate address detection is over on both sides of a new pod's veth:
+/// tentative addresses (the pod's, the host side's fe80::ecee:eeff:feee:eeee that the pod's
+/// default route points to) do not carry traffic yet.
+fn wait_dad(node: &NodeState, pod: &PodState) -> anyhow::Result<()> {
+    let tentative = |ns: &str| {
+        margay_harness::cmd::run(&["ip", "-n", ns, "-6", "addr", "show", "tentative"])
+            .map(|o| o.stdout.trim().to_owned())
+            .unwrap_or_default()
+    };
+    wait_for(
+        &format!("IPv6 duplicate address detection for pod {}", pod.id()),
+        Duration::from_secs(10),
+        || (tentative(&pod.netns).is_empty() && tentative(&node.netns).is_empty()).then_some(()),
+        || {
+            format!(
+                "pod: {}
+node: {}",
+                tentative(&pod.netns),
+                tentative(&node.netns)
+            )
+        },
+    )
 }
 
 /// The supervisor's name for a pod's server.
