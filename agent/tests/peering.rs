@@ -297,18 +297,7 @@ fn an_external_router_learns_every_block_and_service_cidr_and_its_default_route_
     let dir = c.dir.path().to_owned();
     let _bird = start_tor(&tor, &dir, &["198.18.0.11", "198.18.0.12"]);
 
-    let mut pods = Vec::new();
-    for i in 0..2 {
-        let ns = Netns::with_tag(&format!("tor-p{i}")).unwrap();
-        let ip = wire_pod(
-            &c.clients[i],
-            &c.nodes[i],
-            &ns,
-            &format!("pod-{i}"),
-            &format!("mgytesttor{i}pod0"),
-        );
-        pods.push((ns, ip));
-    }
+    let pods = c.pods("tor", 2);
     // The router learns both nodes' blocks (with the owning node as next hop) and the service
     // CIDR, and reaches the pods through what it learned.
     let blocks: Vec<String> = (0..2)
