@@ -18,7 +18,7 @@ use margay_integration::lab::{objects, probe, status, supervisor};
 ///
 /// The lab's state lives in $MARGAY_LAB_DIR (default /run/margay-lab), so commands work from any
 /// directory. Exit codes: 0 success; 1 a probe found the connection blocked; 2 an error (or a
-/// policy stored but not yet enforced); `ping`, `exec` and `ctl` pass on their command's code.
+/// policy stored but not enforced by the agents); `ping`, `exec` and `ctl` pass on their command's code.
 #[derive(Debug, Parser)]
 #[command(name = "margay-lab", version)]
 struct Cli {
@@ -559,7 +559,7 @@ fn policy(lab: &LabDir, cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
         }
         Confirmation::DatastoreOnly => {
             eprintln!(
-                "{what} in the datastore, but the agents do not enforce NetworkPolicy yet: policy enforcement arrives with the policy issue (#13)"
+                "{what} in the datastore, but the agents do not enforce NetworkPolicy (a margay-node without network policy); it takes effect once they do"
             );
             Ok(ExitCode::from(2))
         }
