@@ -271,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Down => down(&lab)?,
         Cmd::Status { output, dot, svg } => {
             let st = snapshot(&lab)?;
+            let mut online = true;
             let s = match status::gather(&st) {
                 Ok(s) => s,
                 // People still get what the state knows; scripts get the error.
@@ -278,6 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!(
                         "margay-lab: {e:#}\n(showing what the lab's state file knows; blocks and BGP sessions come from etcd)"
                     );
+                    online = false;
                     status::offline(&st)
                 }
                 Err(e) => return Err(e),
@@ -289,7 +291,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                print!("{}", status::picture(&lab, &st, &s));
+                let objects = online.then(|| status::objects(&st).ok()).flatten();
+                print!("{}", status::picture(&lab, &st, &s, objects.as_ref()));
             }
         }
         Cmd::Ns { cmd } => return ns(&lab, cmd),
