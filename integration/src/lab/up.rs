@@ -39,7 +39,7 @@ pub struct UpOptions {
 
 /// Prints one progress line to stderr.
 pub fn progress(what: &str, since: Instant) {
-    eprintln!("  {what:<44} {:>6.1} s", since.elapsed().as_secs_f64());
+    eprintln!("  {what:<48} {:>6.1} s", since.elapsed().as_secs_f64());
 }
 
 /// Builds the lab; on any failure says what and removes everything made so far.
