@@ -88,7 +88,7 @@ if [ "$code" -eq 0 ]; then
     "$LAB" policy delete default/deny-pod-2-1
     "$LAB" ping default/pod-1-1 default/pod-2-1 -c 2
 elif [ "$code" -eq 2 ]; then
-    echo "(the policy is stored; the agents enforce NetworkPolicy once the policy issue lands)"
+    echo "(the policy is stored, but these agents do not enforce NetworkPolicy)"
 else
     exit "$code"
 fi

@@ -278,38 +278,71 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
     assert_eq!(wep["spec"]["ports"][0]["name"], "http", "{weps}");
     assert_eq!(wep["spec"]["ports"][0]["port"], 8080, "{weps}");
 
-    // A NetworkPolicy is stored (enforcement arrives with the policy issue: exit 2 until then).
-    let policy = lab.dir.path().join("deny.yaml");
-    std::fs::write(
-        &policy,
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: deny\n  namespace: x\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n",
-    )
-    .unwrap();
-    let code = lab.code(&["policy", "apply", policy.to_str().unwrap()]);
-    assert!(code == 0 || code == 2, "policy apply exited {code}");
+    // NetworkPolicy, synchronously: each command returns once every agent has programmed its
+    // write, so the very next probe sees the effect.
+    let apply = |name: &str, spec: &str| {
+        let file = lab.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: x\nspec:\n{spec}"
+            ),
+        )
+        .unwrap();
+        lab.ok(&["policy", "apply", file.to_str().unwrap()]);
+    };
+    let probe = |from: &str| lab.code(&["probe", from, "x/a", "8080/TCP"]);
+    apply("deny", "  podSelector: {}\n  policyTypes: [Ingress]\n");
     assert!(
         lab.ok(&["ctl", "get", "networkpolicy", "-n", "x"])
             .contains("deny")
     );
-    if code == 0 {
-        // The agents enforce it (it returned only once every agent had programmed it): ingress
-        // to x/a is denied, from another node and from its own.
-        for from in ["default/pod-1-1", "default/pod-2-1"] {
-            assert_eq!(lab.code(&["probe", from, "x/a", "8080/TCP"]), 1, "{from}");
-        }
-        assert_eq!(lab.code(&["policy", "delete", "x/deny"]), 0);
-        assert_eq!(
-            lab.code(&["probe", "default/pod-1-1", "x/a", "8080/TCP"]),
-            0
-        );
-    }
+    assert_eq!(
+        probe("default/pod-1-1"),
+        1,
+        "deny-all ingress, from another node"
+    );
+    assert_eq!(
+        probe("default/pod-2-1"),
+        1,
+        "deny-all ingress, from the same node"
+    );
+    // Allowed from namespaces labelled team=a: a namespace label change takes effect at once.
+    apply(
+        "from-team-a",
+        "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {team: a}\n",
+    );
+    assert_eq!(probe("default/pod-1-1"), 1);
+    lab.ok(&["ns", "label", "default", "team=a"]);
+    assert_eq!(
+        probe("default/pod-1-1"),
+        0,
+        "default is labelled team=a now"
+    );
+    lab.ok(&["ns", "label", "default", "team-"]);
+    assert_eq!(probe("default/pod-1-1"), 1, "and not any more");
+    // Allowed from pods labelled role=client in any namespace: a pod label change too.
+    apply(
+        "from-clients",
+        "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector: {}\n      podSelector:\n        matchLabels: {role: client}\n",
+    );
+    lab.ok(&["pod", "label", "default/pod-2-1", "role=client"]);
+    assert_eq!(probe("default/pod-2-1"), 0, "pod-2-1 is a client now");
+    assert_eq!(probe("default/pod-1-1"), 1, "pod-1-1 is not");
+    // Deleting the deny and team policies leaves from-clients, which still isolates x/a.
+    lab.ok(&["policy", "delete", "x/deny"]);
+    lab.ok(&["policy", "delete", "x/from-team-a"]);
+    assert_eq!(probe("default/pod-1-1"), 1);
+    assert_eq!(probe("default/pod-2-1"), 0);
+    assert_eq!(lab.code(&["policy", "delete", "x/nope"]), 2);
 
     // Deleting the namespace removes its pod and its policy.
     lab.ok(&["ns", "delete", "x"]);
     assert!(!lab.state().pods.contains_key("x/a"));
     assert!(
         !lab.ok(&["ctl", "get", "networkpolicy", "-A"])
-            .contains("deny")
+            .contains("from-clients"),
+        "ns delete removes the namespace's policies"
     );
     assert_eq!(lab_namespaces(&lab.prefix()).len(), 6);
 

@@ -609,6 +609,64 @@ mod tests {
         assert!(parse_pod_id("/a").is_err());
     }
 
+    proptest::proptest! {
+        /// Setting labels then removing them leaves the other labels as they were, in any order
+        /// of edits.
+        #[test]
+        fn label_edits_undo_cleanly(
+            base in proptest::collection::btree_map("[a-z]{1,5}", "[a-z0-9]{0,5}", 0..5),
+            added in proptest::collection::btree_map("[a-z]{1,5}", "[a-z0-9]{0,5}", 0..5),
+        ) {
+            let mut l = base.clone();
+            let sets: Vec<String> = added.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            edit_labels(&mut l, &sets).unwrap();
+            for (k, v) in &added {
+                proptest::prop_assert_eq!(l.get(k), Some(v));
+            }
+            let removes: Vec<String> = added.keys().map(|k| format!("{k}-")).collect();
+            edit_labels(&mut l, &removes).unwrap();
+            let mut want = base.clone();
+            want.retain(|k, _| !added.contains_key(k));
+            proptest::prop_assert_eq!(l, want);
+        }
+
+        /// The route chosen for an address contains it, and no longer prefix in the table does.
+        #[test]
+        fn the_chosen_route_is_the_longest_match(
+            prefixes in proptest::collection::vec((0u32..=0xffff, 16u8..=32), 1..12),
+            host in 0u32..=0xffff,
+        ) {
+            // Each route's gateway is 198.18.0.<its index>, so the choice can be traced back.
+            let routes: Vec<(IpNet, RouteVia)> = prefixes
+                .iter()
+                .enumerate()
+                .map(|(i, (bits, len))| {
+                    let addr = std::net::Ipv4Addr::from(0x6440_0000 | bits);
+                    let gw = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, i as u8));
+                    (
+                        IpNet::V4(ipnet::Ipv4Net::new(addr, *len).unwrap().trunc()),
+                        RouteVia::Gateway(gw),
+                    )
+                })
+                .collect();
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x6440_0000 | host));
+            let longest = routes
+                .iter()
+                .filter(|(n, _)| n.contains(&ip))
+                .map(|(n, _)| n.prefix_len())
+                .max();
+            match (best_route(&routes, ip), longest) {
+                (None, None) => {}
+                (Some(RouteVia::Gateway(IpAddr::V4(gw))), Some(len)) => {
+                    let (net, _) = &routes[usize::from(gw.octets()[3])];
+                    proptest::prop_assert!(net.contains(&ip));
+                    proptest::prop_assert_eq!(net.prefix_len(), len);
+                }
+                other => proptest::prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
+
     #[test]
     fn the_longest_prefix_decides_where_a_pod_address_goes() {
         let table = "blackhole 100.64.12.0/26 \n\
