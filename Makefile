@@ -1,8 +1,9 @@
 # Margay's entry points. Both work on a fresh Debian 12 machine as root.
-.PHONY: test check build crds help
+.PHONY: test check build crds demo help
 
 help:
 	@echo "make test    install what is missing, lint, and run the whole test suite (as CI does)"
+	@echo "make demo    install what is missing, build, bring up a 3-node lab with pods, show it, tear it down"
 	@echo "make check   fmt + clippy only"
 	@echo "make build   debug build of every binary"
 	@echo "make crds    regenerate manifests/crds.yaml from the api crate"
@@ -12,6 +13,9 @@ crds:
 
 test:
 	scripts/test.sh
+
+demo:
+	scripts/demo.sh
 
 check:
 	cargo fmt --all --check

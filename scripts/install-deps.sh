@@ -8,7 +8,7 @@ set -euo pipefail
 
 PACKAGES=(
     # build
-    protobuf-compiler pkg-config
+    protobuf-compiler libprotobuf-dev pkg-config
     # kernel networking tools the tests and the agent drive
     iproute2 iptables ipset nftables iputils-ping procps kmod
     # real peers and datastore for interop and end-to-end tests
@@ -16,6 +16,8 @@ PACKAGES=(
     # real CNI clients (shared/tools/cni-clients): libcni's cnitool is built from these
     golang-go golang-github-appc-cni-dev containernetworking-plugins
     podman runc conmon busybox-static containerd python3-grpcio
+    # the lab's topology picture (margay-lab status --svg)
+    graphviz
     # scripts and manifest validation
     python3 python3-venv jq curl ca-certificates openssl
 )

@@ -103,6 +103,9 @@ pub struct AgentConfig {
     pub ip_autodetection_method: String,
     /// Where the datastore is.
     pub datastore: DatastoreConfig,
+    /// With `role = "route-reflector"`: the cluster id this dedicated reflector declares in its
+    /// Node (`ROUTE_REFLECTOR_CLUSTER_ID`; default `244.0.0.1`, as Calico's examples).
+    pub route_reflector_cluster_id: Option<std::net::Ipv4Addr>,
 }
 
 impl Default for AgentConfig {
@@ -118,6 +121,7 @@ impl Default for AgentConfig {
             ip: None,
             ip_autodetection_method: "first-found".into(),
             datastore: DatastoreConfig::default(),
+            route_reflector_cluster_id: None,
         }
     }
 }
@@ -230,6 +234,13 @@ impl AgentConfig {
         }
         if let Some(v) = env("KUBECONFIG") {
             self.datastore.kubeconfig = Some(v.into());
+        }
+        if let Some(v) = env("ROUTE_REFLECTOR_CLUSTER_ID") {
+            self.route_reflector_cluster_id = Some(v.parse().map_err(|_| ConfigError::Env {
+                var: "ROUTE_REFLECTOR_CLUSTER_ID",
+                value: v.clone(),
+                why: "must be an IPv4 address, e.g. 244.0.0.1".into(),
+            })?);
         }
         Ok(())
     }

@@ -22,10 +22,11 @@ use crate::dataplane::sysctls::interface_sysctls;
 use crate::dataplane::{RouteDriver, RouteTarget, SysctlDriver};
 use crate::health::Readiness;
 use crate::localapi::proto::{
-    Allocate, Allocated, Attachment, Done, EndpointDown, EndpointUp, ErrorKind, Gc, Release,
-    StatusReply,
+    Allocate, Allocated, Applied, AppliedReply, Attachment, Done, EndpointDown, EndpointUp,
+    ErrorKind, Gc, Release, StatusReply,
 };
 use crate::localapi::{ApiError, Handler};
+use crate::policy::AppliedIndex;
 
 /// One pod attachment the agent knows.
 #[derive(Debug, Clone)]
@@ -72,6 +73,7 @@ pub struct LocalAgent {
     sysctls: Arc<Mutex<SysctlDriver>>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
     readiness: Readiness,
+    applied: Option<AppliedIndex>,
 }
 
 impl std::fmt::Debug for LocalAgent {
@@ -131,6 +133,20 @@ fn attachment(a: Option<Attachment>) -> Result<Attachment, ApiError> {
     Ok(a)
 }
 
+/// The labels the agent itself puts on a WorkloadEndpoint (the pod's own come from others).
+fn own_labels(namespace: &str) -> [(String, String); 2] {
+    [
+        (
+            margay_api::workload::LABEL_NAMESPACE.to_owned(),
+            namespace.to_owned(),
+        ),
+        (
+            margay_api::workload::LABEL_ORCHESTRATOR.to_owned(),
+            margay_api::workload::ORCHESTRATOR_K8S.to_owned(),
+        ),
+    ]
+}
+
 fn host_net(ip: IpAddr) -> IpNet {
     IpNet::from(ip)
 }
@@ -154,7 +170,14 @@ impl LocalAgent {
             sysctls,
             endpoints: Mutex::new(HashMap::new()),
             readiness,
+            applied: None,
         }
+    }
+
+    /// Answers `Applied` requests from what the policy task last programmed.
+    pub fn with_applied(mut self, applied: AppliedIndex) -> Self {
+        self.applied = Some(applied);
+        self
     }
 
     /// Announces borrowed pod addresses through `speaker`; `own_blocks` are the node's blocks.
@@ -411,13 +434,21 @@ impl Handler for LocalAgent {
         };
         let mut wep = WorkloadEndpoint::new(&wep_name, spec.clone());
         wep.metadata.namespace = Some(namespace.clone());
+        wep.metadata.labels = Some(own_labels(&namespace).into_iter().collect());
         match self.weps.create(&wep).await {
             Ok(_) => {}
             Err(margay_datastore::Error::AlreadyExists(_)) => {
                 self.weps
                     .update_with(Some(&namespace), &wep_name, 10, |w| {
-                        let changed = w.spec != spec;
-                        w.spec = spec.clone();
+                        // The pod's labels and named ports are written by others (the
+                        // controller that watches pods): keep them.
+                        let mut want = spec.clone();
+                        want.ports = w.spec.ports.clone();
+                        let mut labels = w.metadata.labels.clone().unwrap_or_default();
+                        labels.extend(own_labels(&namespace));
+                        let changed = w.spec != want || w.metadata.labels.as_ref() != Some(&labels);
+                        w.spec = want;
+                        w.metadata.labels = Some(labels);
                         Ok(changed)
                     })
                     .await
@@ -546,5 +577,15 @@ impl Handler for LocalAgent {
         Ok(Done {
             detail: format!("released {released} address(es) of stale attachments"),
         })
+    }
+
+    async fn applied(&self, req: Applied) -> Result<AppliedReply, ApiError> {
+        match &self.applied {
+            Some(idx) => idx.lookup(&req.kind, &req.namespace, &req.name),
+            None => Err(ApiError::new(
+                ErrorKind::NotReady,
+                "network policy is not enforced by this agent",
+            )),
+        }
     }
 }

@@ -27,8 +27,17 @@ pub struct Metrics {
     pub route_apply_seconds: Histogram,
     /// Route writes that failed, by reason class.
     pub route_failures: Counter,
-    /// Local API requests by operation and result.
+    /// Local API requests (IPAM assignments and releases, endpoint changes) by operation and
+    /// result.
     pub local_api_requests: Family<Vec<(String, String)>, Counter>,
+    /// Periodic resyncs of the dataplane, by driver.
+    pub resyncs: Family<Vec<(String, String)>, Counter>,
+    /// Kernel state found changed behind the agent's back and repaired, by driver.
+    pub repairs: Family<Vec<(String, String)>, Counter>,
+    /// BGP sessions by peer and type: 1 when Established, else 0.
+    pub bgp_peer_up: Family<Vec<(String, String)>, Gauge>,
+    /// Prefixes per BGP peer by direction (received, accepted, advertised).
+    pub bgp_peer_prefixes: Family<Vec<(String, String)>, Gauge>,
     registry: Registry,
 }
 
@@ -46,6 +55,30 @@ impl Metrics {
         let route_apply_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let route_failures = Counter::default();
         let local_api_requests = Family::<Vec<(String, String)>, Counter>::default();
+        let resyncs = Family::<Vec<(String, String)>, Counter>::default();
+        let repairs = Family::<Vec<(String, String)>, Counter>::default();
+        let bgp_peer_up = Family::<Vec<(String, String)>, Gauge>::default();
+        let bgp_peer_prefixes = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "dataplane_resyncs",
+            "Periodic re-reads of kernel state, by driver",
+            resyncs.clone(),
+        );
+        registry.register(
+            "dataplane_repairs",
+            "Kernel state changed behind the agent's back and repaired, by driver",
+            repairs.clone(),
+        );
+        registry.register(
+            "bgp_peer_up",
+            "1 when the BGP session with the peer is Established, else 0",
+            bgp_peer_up.clone(),
+        );
+        registry.register(
+            "bgp_peer_prefixes",
+            "Prefixes per BGP peer: received, accepted (in the RIB) and advertised",
+            bgp_peer_prefixes.clone(),
+        );
         registry.register("routes", "Routes programmed by the agent", routes.clone());
         registry.register(
             "route_apply_seconds",
@@ -67,7 +100,20 @@ impl Metrics {
             route_apply_seconds,
             route_failures,
             local_api_requests,
+            resyncs,
+            repairs,
+            bgp_peer_up,
+            bgp_peer_prefixes,
             registry,
+        }
+    }
+
+    /// Counts one resync of `driver` that repaired `repaired` items.
+    pub fn resynced(&self, driver: &str, repaired: usize) {
+        let l = vec![("driver".to_string(), driver.to_string())];
+        self.resyncs.get_or_create(&l).inc();
+        if repaired > 0 {
+            self.repairs.get_or_create(&l).inc_by(repaired as u64);
         }
     }
 
@@ -155,6 +201,36 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
         )],
         s.metrics.encode(),
     )
+}
+
+/// Binds the health and metrics ports of `config` (a port of 0 is off) and serves them until
+/// `stop` turns true.
+pub async fn serve(
+    config: &crate::config::AgentConfig,
+    readiness: &Readiness,
+    metrics: &Arc<Metrics>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    for port in [config.health_port, config.metrics_port] {
+        if port == 0 {
+            continue;
+        }
+        let addr = std::net::SocketAddr::new(config.listen_address, port);
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let app = router(readiness.clone(), Arc::clone(metrics));
+        let mut rx = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,11 @@ pub mod endpoints;
 pub mod health;
 pub mod localapi;
 pub mod mesh;
+pub mod peering;
+pub mod policy;
+pub mod reflector;
 pub mod run;
+pub mod settings;
 pub mod status;
 
 /// The route protocol number Margay's routes carry in the kernel (`ip route … proto 80`).

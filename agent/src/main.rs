@@ -13,7 +13,8 @@ struct Cli {
     /// Configuration file (TOML). For the node role: the agent's settings, which environment
     /// variables (NODENAME, DATASTORE_TYPE, ETCD_ENDPOINTS, …) and flags override. With
     /// `--role route-reflector`: the BGP speaker's own file (router id, AS, peers; see the
-    /// margay-bgp `config` docs), run standalone with no datastore and no FIB.
+    /// margay-bgp `config` docs), run standalone with no datastore and no FIB. Without a file,
+    /// `--role route-reflector` is a dedicated reflector peered from the datastore.
     #[arg(long, short = 'c', env = "MARGAY_CONFIG")]
     config: Option<PathBuf>,
     /// Run as a full node, or only as a BGP route reflector.
@@ -69,10 +70,16 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(margay_agent::run::run_node(config, shutdown_signal()))
         }
-        Role::RouteReflector => anyhow::bail!(
-            "margay-node: --role route-reflector needs --config SPEAKER.toml in this build \
-             (route reflectors configured from the datastore come later)"
-        ),
+        Role::RouteReflector => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(margay_agent::reflector::run_reflector(
+                config,
+                shutdown_signal(),
+            ))
+        }
     }
 }
 

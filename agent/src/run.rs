@@ -6,7 +6,6 @@
 //! resync the agent reports not ready and sweeps nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +22,8 @@ use crate::config::{AgentConfig, DatastoreType};
 use crate::dataplane::sysctls::{interface_sysctls, node_sysctls};
 use crate::dataplane::{RouteDriver, RouteTarget, SysctlDriver};
 use crate::endpoints::LocalAgent;
-use crate::health::{Metrics, Readiness, router};
+use crate::health::{Metrics, Readiness};
 use crate::localapi::server;
-
-/// How often the drivers re-read the kernel and repair drift.
-const RESYNC: Duration = Duration::from_secs(60);
 
 /// How long routes learned over BGP by a previous run are kept after a restart while the
 /// speaker learns them again; those not re-learned by then are removed.
@@ -97,13 +93,31 @@ async fn restore_endpoints(
 }
 
 /// When the dataplane was last known to be in sync with the desired state.
-#[derive(Debug, Clone, Default)]
-struct LastSync(Arc<std::sync::Mutex<Option<margay_api::k8s_openapi::jiff::Timestamp>>>);
+#[derive(Debug, Clone)]
+struct LastSync(
+    Arc<std::sync::Mutex<Option<margay_api::k8s_openapi::jiff::Timestamp>>>,
+    tokio::sync::watch::Sender<bool>,
+);
+
+impl Default for LastSync {
+    fn default() -> Self {
+        Self(Arc::default(), tokio::sync::watch::channel(false).0)
+    }
+}
 
 impl LastSync {
     fn mark(&self) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(margay_api::k8s_openapi::jiff::Timestamp::now());
+        self.1.send_replace(true);
+    }
+
+    /// Completes once the dataplane has been in sync once.
+    fn first(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.1.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
     fn get(&self) -> Option<margay_api::k8s_openapi::jiff::Timestamp> {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
@@ -235,7 +249,11 @@ pub async fn run_node(
     let sysctls = Arc::new(Mutex::new(sysctls));
 
     let addr = node_address(&config)?;
-    crate::mesh::register_node(&ds, &node, IpNet::V4(addr)).await?;
+    let registration = crate::mesh::Registration {
+        ipv4: Some(IpNet::V4(addr)),
+        ..Default::default()
+    };
+    crate::mesh::register_node(&ds, &node, &registration).await?;
     let own_blocks: Arc<Mutex<BTreeSet<IpNet>>> = Arc::default();
     let learned: Arc<Mutex<BTreeSet<IpNet>>> = Arc::default();
     // Routes the previous run learned over BGP stay until the speaker has re-learned them.
@@ -244,6 +262,7 @@ pub async fn run_node(
         .await
         .adopt(|t| matches!(t, RouteTarget::Via(_)))
         .await?;
+    let restarting = !adopted.is_empty() || !restored.is_empty();
     if !adopted.is_empty() {
         info!(
             routes = adopted.len(),
@@ -264,16 +283,29 @@ pub async fn run_node(
             }
         });
     }
-    let speaker = crate::mesh::start(
+    let bgp = crate::mesh::start(
         Arc::clone(&ds),
-        node.clone(),
-        addr.addr(),
-        Arc::clone(&routes),
-        Arc::clone(&own_blocks),
-        learned,
+        crate::mesh::BgpParams {
+            node: node.clone(),
+            addr: addr.addr(),
+            routes: Some(Arc::clone(&routes)),
+            own_blocks: Arc::clone(&own_blocks),
+            learned,
+            restarting,
+        },
     )
     .await?;
+    // End-of-RIB once our blocks and borrowed /32s are announced (the first dataplane sync).
+    bgp.end_of_rib_after(last_sync.first());
+    let (speaker, kinds) = (bgp.speaker, bgp.kinds);
 
+    let applied = crate::policy::AppliedIndex::default();
+    let policy = crate::policy::spawn(
+        Arc::clone(&ds),
+        node.clone(),
+        readiness.clone(),
+        applied.clone(),
+    );
     let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
     let agent = Arc::new(
         LocalAgent::new(
@@ -284,7 +316,8 @@ pub async fn run_node(
             Arc::clone(&sysctls),
             readiness.clone(),
         )
-        .with_exports(speaker.clone(), Arc::clone(&own_blocks)),
+        .with_exports(speaker.clone(), Arc::clone(&own_blocks))
+        .with_applied(applied.clone()),
     );
     agent.restore(&restored).await;
     let listener = server::bind(&config.socket)?;
@@ -298,22 +331,7 @@ pub async fn run_node(
         stopped(stop_rx.clone()),
     ));
 
-    for port in [config.health_port, config.metrics_port] {
-        if port == 0 {
-            continue;
-        }
-        let addr = SocketAddr::new(config.listen_address, port);
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let app = router(readiness.clone(), Arc::clone(&metrics));
-        let rx = stop_rx.clone();
-        tokio::spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(stopped(rx))
-                .await
-        });
-    }
+    crate::health::serve(&config, &readiness, &metrics, stop_rx.clone()).await?;
     let watcher = tokio::spawn(follow_affinities(
         Arc::clone(&ds),
         node.clone(),
@@ -332,55 +350,81 @@ pub async fn run_node(
             Arc::clone(&ds),
             node.clone(),
             speaker.clone(),
+            kinds,
+            Arc::clone(&metrics),
             readiness.clone(),
             move || last_sync.get(),
         ))
     };
-    let resync = {
-        let (routes, sysctls, readiness, last_sync) = (
-            Arc::clone(&routes),
-            Arc::clone(&sysctls),
-            readiness.clone(),
-            last_sync.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RESYNC);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                // Never sweep before the first complete view of the datastore.
-                if !readiness.is_met("dataplane") {
-                    continue;
-                }
-                match routes.lock().await.resync().await {
-                    Ok(r) => {
-                        if r.written + r.removed > 0 {
-                            info!(written = r.written, removed = r.removed, "repaired routes");
-                        }
-                        if r.failed.is_empty() {
-                            last_sync.mark();
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "route resync failed"),
-                }
-                sysctls.lock().await.resync();
-            }
-        })
-    };
+    let settings = crate::settings::follow(&ds, &node).await;
+    let resync = tokio::spawn(refresh_routes(
+        Arc::clone(&routes),
+        Arc::clone(&sysctls),
+        readiness.clone(),
+        last_sync.clone(),
+        Arc::clone(&metrics),
+        settings,
+    ));
     shutdown.await;
     info!("stopping; kernel routes stay in place");
     let _ = stop_tx.send(true);
     watcher.abort();
+    policy.abort();
     resync.abort();
     status.abort();
     let _ = api.await;
-    speaker.shutdown().await;
+    // No Cease: peers keep our routes for the restart time (graceful restart), so pods stay
+    // reachable while the next agent starts.
+    speaker.stop_for_restart().await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
 }
 
+/// Re-reads the routes and sysctls the agent owns every `routeRefreshInterval` (live from
+/// AgentConfiguration) and repairs what changed behind its back.
+async fn refresh_routes(
+    routes: Arc<Mutex<RouteDriver>>,
+    sysctls: Arc<Mutex<SysctlDriver>>,
+    readiness: Readiness,
+    last_sync: LastSync,
+    metrics: Arc<Metrics>,
+    mut settings: crate::settings::Settings,
+) {
+    loop {
+        let period = settings.borrow().route_refresh_interval;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            // A new interval applies at once (the sleep restarts with it).
+            changed = settings.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        // Never sweep before the first complete view of the datastore.
+        if !readiness.is_met("dataplane") {
+            continue;
+        }
+        match routes.lock().await.resync().await {
+            Ok(r) => {
+                if r.written + r.removed > 0 {
+                    info!(written = r.written, removed = r.removed, "repaired routes");
+                }
+                metrics.resynced("routes", r.written + r.removed);
+                if r.failed.is_empty() {
+                    last_sync.mark();
+                }
+            }
+            Err(e) => warn!(error = %e, "route resync failed"),
+        }
+        let (repaired, _) = sysctls.lock().await.resync_counted();
+        metrics.resynced("sysctls", repaired);
+    }
+}
+
 /// The node's BGP address: configured (`ip`), or detected in the node's namespace.
-fn node_address(config: &AgentConfig) -> anyhow::Result<ipnet::Ipv4Net> {
+pub(crate) fn node_address(config: &AgentConfig) -> anyhow::Result<ipnet::Ipv4Net> {
     match config.ip.as_deref().filter(|ip| *ip != "autodetect") {
         Some(ip) => Ok(ip
             .parse::<ipnet::Ipv4Net>()

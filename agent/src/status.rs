@@ -13,7 +13,7 @@ use margay_bgp::{PeerStatus, Speaker};
 use margay_datastore::{Datastore, Typed};
 use tracing::warn;
 
-use crate::health::Readiness;
+use crate::health::{Metrics, Readiness};
 
 /// How often the status is written (the `updatePeriodSeconds` readers judge staleness by).
 pub const UPDATE_PERIOD: Duration = Duration::from_secs(10);
@@ -49,20 +49,60 @@ pub fn peer_status(p: &PeerStatus, now: Timestamp) -> BGPPeerStatus {
     }
 }
 
-/// Writes the status once; returns (established, configured) sessions.
+/// Sets the BGP gauges from the published sessions (series of removed peers disappear).
+fn export_metrics(metrics: &Metrics, peers: &[BGPPeerStatus]) {
+    metrics.bgp_peer_up.clear();
+    metrics.bgp_peer_prefixes.clear();
+    for p in peers {
+        let kind = match p.peer_type {
+            BGPPeerType::NodeMesh => "node-mesh",
+            BGPPeerType::GlobalPeer => "global",
+            BGPPeerType::NodePeer => "node",
+        };
+        let peer = ("peer".to_string(), p.peer_ip.clone());
+        metrics
+            .bgp_peer_up
+            .get_or_create(&vec![peer.clone(), ("type".to_string(), kind.to_string())])
+            .set(i64::from(p.state == BGPSessionState::Established));
+        for (dir, n) in [
+            ("received", p.prefixes_received),
+            ("accepted", p.prefixes_accepted),
+            ("advertised", p.prefixes_advertised),
+        ] {
+            metrics
+                .bgp_peer_prefixes
+                .get_or_create(&vec![
+                    peer.clone(),
+                    ("direction".to_string(), dir.to_string()),
+                ])
+                .set(i64::from(n));
+        }
+    }
+}
+
+/// Writes the status once (and the BGP gauges of `metrics`); returns (established,
+/// configured) sessions.
 pub async fn publish(
     ds: &Arc<dyn Datastore>,
     node: &str,
     speaker: &Speaker,
+    kinds: &crate::mesh::PeerKinds,
+    metrics: &Metrics,
     last_sync: Option<Timestamp>,
 ) -> anyhow::Result<(u32, u32)> {
     let now = Timestamp::now();
+    let kinds = kinds.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let peers: Vec<BGPPeerStatus> = speaker
         .peers()
         .await?
         .iter()
-        .map(|p| peer_status(p, now))
+        .map(|p| {
+            let mut s = peer_status(p, now);
+            s.peer_type = kinds.get(&p.addr).copied().unwrap_or_default();
+            s
+        })
         .collect();
+    export_metrics(metrics, &peers);
     let established = peers
         .iter()
         .filter(|p| p.state == BGPSessionState::Established)
@@ -106,13 +146,15 @@ pub async fn run(
     ds: Arc<dyn Datastore>,
     node: String,
     speaker: Speaker,
+    kinds: crate::mesh::PeerKinds,
+    metrics: Arc<Metrics>,
     readiness: Readiness,
     last_sync: impl Fn() -> Option<Timestamp>,
 ) {
     let mut tick = tokio::time::interval(UPDATE_PERIOD);
     loop {
         tick.tick().await;
-        match publish(&ds, &node, &speaker, last_sync()).await {
+        match publish(&ds, &node, &speaker, &kinds, &metrics, last_sync()).await {
             // Ready when every configured session is up (a node with no peers is).
             Ok((up, all)) if up == all => readiness.met("bgp"),
             Ok((up, all)) => readiness.unmet(

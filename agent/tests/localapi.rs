@@ -238,3 +238,83 @@ fn a_file_in_the_way_of_the_socket_is_never_removed() {
     assert!(err.to_string().contains("is not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
 }
+
+/// A handler that programs policy: answers `Applied` from an index.
+struct WithPolicy(margay_agent::policy::AppliedIndex);
+
+#[async_trait::async_trait]
+impl Handler for WithPolicy {
+    async fn allocate(&self, _: Allocate) -> Result<Allocated, ApiError> {
+        Ok(Allocated::default())
+    }
+    async fn endpoint_up(&self, _: EndpointUp) -> Result<Done, ApiError> {
+        Ok(Done::default())
+    }
+    async fn endpoint_down(&self, _: EndpointDown) -> Result<Done, ApiError> {
+        Ok(Done::default())
+    }
+    async fn release(&self, _: Release) -> Result<Done, ApiError> {
+        Ok(Done::default())
+    }
+    async fn status(&self) -> StatusReply {
+        StatusReply::default()
+    }
+    async fn gc(&self, _: Gc) -> Result<Done, ApiError> {
+        Ok(Done::default())
+    }
+    async fn applied(&self, req: Applied) -> Result<AppliedReply, ApiError> {
+        self.0.lookup(&req.kind, &req.namespace, &req.name)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_answers_not_ready_then_the_programmed_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.sock");
+    let index = margay_agent::policy::AppliedIndex::default();
+    let listener = server::bind(&path).unwrap();
+    tokio::spawn(server::serve(
+        listener,
+        Arc::new(WithPolicy(index.clone())),
+        std::future::pending(),
+    ));
+    let no_policy = dir.path().join("plain.sock");
+    let listener = server::bind(&no_policy).unwrap();
+    tokio::spawn(server::serve(
+        listener,
+        Arc::new(Fake::default()),
+        std::future::pending(),
+    ));
+    tokio::task::spawn_blocking(move || {
+        let client = Client::new(&path, Duration::from_secs(5));
+        match client.applied("networkpolicies", "x", "deny-all") {
+            Err(ClientError::Agent(e)) => assert_eq!(e.kind, ErrorKind::NotReady),
+            other => panic!("expected not ready, got {other:?}"),
+        }
+        index.publish(
+            [(
+                ("networkpolicies".into(), "x".into(), "deny-all".into()),
+                "17".into(),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let r = client.applied("networkpolicies", "x", "deny-all").unwrap();
+        assert!(r.present);
+        assert_eq!(r.revision, "17");
+        let r = client.applied("workloadendpoints", "x", "gone").unwrap();
+        assert!(!r.present);
+        assert!(r.revision.is_empty());
+        match client.applied("pods", "x", "a") {
+            Err(ClientError::Agent(e)) => assert_eq!(e.kind, ErrorKind::Invalid),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+        // A handler without policy (the default method) says so.
+        match Client::new(&no_policy, Duration::from_secs(5)).applied("namespaces", "", "x") {
+            Err(ClientError::Agent(e)) => assert_eq!(e.kind, ErrorKind::NotReady),
+            other => panic!("expected not ready, got {other:?}"),
+        }
+    })
+    .await
+    .unwrap();
+}

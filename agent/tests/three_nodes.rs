@@ -4,130 +4,13 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::cluster::*;
 use common::*;
 use margay_agent::localapi::proto::*;
 use margay_api::{IPAMConfig, IPAMConfigSpec, IPPool, IPPoolSpec};
-use margay_datastore::{Datastore, Etcd, EtcdConfig, Typed};
-use margay_harness::fixtures::Etcd as EtcdServer;
-use margay_harness::{Bridge, Netns};
-
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut ok: impl FnMut() -> bool,
-    detail: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {timeout:?}:\n{}",
-            detail()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// (established, not established) sessions in node-1's NodeStatus, read through etcd from `ns`.
-fn nodes_status(ns: &Netns, endpoint: String) -> Option<(u32, u32)> {
-    ns.block_on(async move {
-        let ds: Arc<dyn Datastore> = Arc::new(
-            Etcd::connect(&EtcdConfig {
-                endpoints: vec![endpoint],
-                ..Default::default()
-            })
-            .await
-            .ok()?,
-        );
-        let s = Typed::<margay_api::NodeStatus>::new(ds)
-            .get(None, "node-1")
-            .await
-            .ok()?;
-        let bgp = s.status?.bgp?;
-        Some((bgp.number_established, bgp.number_not_established))
-    })
-    .ok()
-    .flatten()
-}
-
-/// Nodes on one bridge with etcd in an infra namespace, an agent on each.
-struct Cluster {
-    _bridge: Bridge,
-    _infra: Netns,
-    _etcd: EtcdServer,
-    endpoint: String,
-    nodes: Vec<Netns>,
-    agents: Vec<margay_harness::Daemon>,
-    clients: Vec<margay_agent::localapi::client::Client>,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn new(tag: &str, n: usize, pool: IPPool, ipam: Option<IPAMConfig>) -> Cluster {
-        let net = |s: &str| s.parse().unwrap();
-        let bridge = Bridge::new().expect("namespace (run as root)");
-        let infra = Netns::with_tag(&format!("{tag}-infra")).unwrap();
-        bridge
-            .attach(&infra, "eth0", &[net("198.18.0.254/24")])
-            .unwrap();
-        let etcd = EtcdServer::start_in(&infra, "198.18.0.254".parse().unwrap()).expect("etcd");
-        let endpoint = etcd.endpoint();
-        let nodes: Vec<Netns> = (1..=n)
-            .map(|i| Netns::with_tag(&format!("{tag}-node{i}")).unwrap())
-            .collect();
-        for (i, node) in nodes.iter().enumerate() {
-            bridge
-                .attach(node, "eth0", &[net(&format!("198.18.0.{}/24", 11 + i))])
-                .unwrap();
-            node.exec(&["ip", "route", "add", "default", "via", "198.18.0.254"])
-                .unwrap();
-        }
-        let ep = endpoint.clone();
-        nodes[0]
-            .block_on(async move {
-                let ds: Arc<dyn Datastore> = Arc::new(
-                    Etcd::connect(&EtcdConfig {
-                        endpoints: vec![ep],
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap(),
-                );
-                Typed::<IPPool>::new(Arc::clone(&ds))
-                    .create(&pool)
-                    .await
-                    .unwrap();
-                if let Some(c) = ipam {
-                    Typed::<IPAMConfig>::new(ds).create(&c).await.unwrap();
-                }
-            })
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut agents = Vec::new();
-        let mut clients = Vec::new();
-        for (i, node) in nodes.iter().enumerate() {
-            let config = agent_config(dir.path(), &format!("node-{}", i + 1), &endpoint);
-            let a = start_agent(node, &config, 1);
-            let c = client(&config);
-            wait_ready(&c, &a);
-            agents.push(a);
-            clients.push(c);
-        }
-        Cluster {
-            _bridge: bridge,
-            _infra: infra,
-            _etcd: etcd,
-            endpoint,
-            nodes,
-            agents,
-            clients,
-            dir,
-        }
-    }
-}
+use margay_harness::Netns;
 
 #[test]
 fn pods_on_three_nodes_reach_each_other_over_bgp_learned_routes() {

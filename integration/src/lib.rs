@@ -5,6 +5,7 @@
 //! end-to-end suite against it.
 
 pub mod apiserver;
+pub mod lab;
 pub mod plan;
 
 pub use plan::{LabPlan, NodePlan, PlanError};

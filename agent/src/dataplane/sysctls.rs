@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::tracker::DeltaTracker;
 
@@ -135,6 +135,12 @@ impl SysctlDriver {
 
     /// Reads the desired sysctls back from the kernel, then writes what differs.
     pub fn resync(&mut self) -> Vec<SysctlFailure> {
+        self.resync_counted().1
+    }
+
+    /// As [`Self::resync`], also counting the sysctls that had drifted (changed behind our back,
+    /// or never written) and were written again.
+    pub fn resync_counted(&mut self) -> (usize, Vec<SysctlFailure>) {
         let actual: BTreeMap<Key, String> = self
             .tracker
             .desired()
@@ -142,7 +148,12 @@ impl SysctlDriver {
             .filter_map(|k| read(&self.path(k)).map(|v| (k.clone(), v)))
             .collect();
         self.tracker.replace_actual(actual);
-        self.apply()
+        let drifted = self.tracker.pending_updates().len();
+        let failures = self.apply();
+        if drifted > failures.len() {
+            info!(repaired = drifted - failures.len(), "sysctls repaired");
+        }
+        (drifted - failures.len().min(drifted), failures)
     }
 
     /// Writes the desired sysctls not yet known to be set.

@@ -9,8 +9,8 @@ use prost::Message;
 
 use super::ApiError;
 use super::proto::{
-    Allocate, Allocated, Done, EndpointDown, EndpointUp, Gc, MAX_FRAME, PROTOCOL_VERSION, Release,
-    Request, Response, Status, StatusReply, request, response,
+    Allocate, Allocated, Applied, AppliedReply, Done, EndpointDown, EndpointUp, Gc, MAX_FRAME,
+    PROTOCOL_VERSION, Release, Request, Response, Status, StatusReply, request, response,
 };
 use super::server::frame;
 
@@ -160,6 +160,26 @@ impl Client {
         match self.call(request::Body::Status(Status {}))? {
             response::Body::Status(s) => Ok(s),
             _ => Err(self.unexpected("a status")),
+        }
+    }
+
+    /// Asks whether `kind` (`namespaces`, `networkpolicies`, `workloadendpoints`)
+    /// `namespace`/`name` was in the model of the agent's last successful policy programming,
+    /// and at which revision. Before the first programming the agent answers
+    /// [`ErrorKind::NotReady`](super::proto::ErrorKind::NotReady): ask again.
+    pub fn applied(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AppliedReply, ClientError> {
+        match self.call(request::Body::Applied(Applied {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }))? {
+            response::Body::Applied(a) => Ok(a),
+            _ => Err(self.unexpected("an applied answer")),
         }
     }
 }

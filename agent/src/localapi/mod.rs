@@ -11,8 +11,8 @@ pub mod proto;
 pub mod server;
 
 use proto::{
-    Allocate, Allocated, Done, EndpointDown, EndpointUp, ErrorKind, ErrorReply, Gc, Release,
-    StatusReply,
+    Allocate, Allocated, Applied, AppliedReply, Done, EndpointDown, EndpointUp, ErrorKind,
+    ErrorReply, Gc, Release, StatusReply,
 };
 
 /// A failed request, as the agent reports it to the plugin.
@@ -65,4 +65,15 @@ pub trait Handler: Send + Sync + 'static {
     async fn status(&self) -> StatusReply;
     /// Releases the addresses of attachments that are not in the valid list.
     async fn gc(&self, req: Gc) -> Result<Done, ApiError>;
+    /// Whether an object was in the model of the last successful policy programming. An agent
+    /// that does not enforce policy answers [`ErrorKind::NotReady`].
+    async fn applied(&self, req: Applied) -> Result<AppliedReply, ApiError> {
+        Err(ApiError::new(
+            ErrorKind::NotReady,
+            format!(
+                "this agent does not program network policy, so it cannot say whether {} {}/{} is applied",
+                req.kind, req.namespace, req.name
+            ),
+        ))
+    }
 }

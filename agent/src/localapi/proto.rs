@@ -19,7 +19,7 @@ pub struct Request {
     #[prost(uint32, tag = "1")]
     pub version: u32,
     /// What is asked.
-    #[prost(oneof = "request::Body", tags = "2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "request::Body", tags = "2, 3, 4, 5, 6, 7, 8")]
     pub body: Option<request::Body>,
 }
 
@@ -46,6 +46,9 @@ pub mod request {
         /// Release the addresses of every attachment not in a list (CNI GC).
         #[prost(message, tag = "7")]
         Gc(super::Gc),
+        /// Is an object in the dataplane as of the last policy programming?
+        #[prost(message, tag = "8")]
+        Applied(super::Applied),
     }
 }
 
@@ -140,6 +143,35 @@ pub struct Gc {
     pub valid_handles: Vec<String>,
 }
 
+/// Whether, as of the agent's last successful policy programming, an object was part of the
+/// model the dataplane was programmed from, and at which revision. A lab or test writes an
+/// object, then asks every node until each reports the object (or its absence) at least at the
+/// revision written, so it knows the dataplane reflects the write.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Applied {
+    /// The resource kind, plural and lower case: `namespaces`, `networkpolicies` or
+    /// `workloadendpoints`.
+    #[prost(string, tag = "1")]
+    pub kind: String,
+    /// The object's namespace; empty for `namespaces`.
+    #[prost(string, tag = "2")]
+    pub namespace: String,
+    /// The object's name.
+    #[prost(string, tag = "3")]
+    pub name: String,
+}
+
+/// The answer to [`Applied`].
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AppliedReply {
+    /// The object was in the model of the last successful programming.
+    #[prost(bool, tag = "1")]
+    pub present: bool,
+    /// Its `metadata.resourceVersion` then (empty when not present).
+    #[prost(string, tag = "2")]
+    pub revision: String,
+}
+
 /// The agent's answer.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Response {
@@ -147,7 +179,7 @@ pub struct Response {
     #[prost(uint32, tag = "1")]
     pub version: u32,
     /// The result.
-    #[prost(oneof = "response::Body", tags = "2, 3, 4, 5")]
+    #[prost(oneof = "response::Body", tags = "2, 3, 4, 5, 6")]
     pub body: Option<response::Body>,
 }
 
@@ -168,6 +200,9 @@ pub mod response {
         /// Readiness.
         #[prost(message, tag = "5")]
         Status(super::StatusReply),
+        /// Whether an object is in the programmed policy dataplane.
+        #[prost(message, tag = "6")]
+        Applied(super::AppliedReply),
     }
 }
 

@@ -166,6 +166,7 @@ async fn dispatch(req: Request, h: &dyn Handler) -> response::Body {
         Some(request::Body::Release(r)) => h.release(r).await.map(response::Body::Done),
         Some(request::Body::Gc(r)) => h.gc(r).await.map(response::Body::Done),
         Some(request::Body::Status(_)) => Ok(response::Body::Status(h.status().await)),
+        Some(request::Body::Applied(r)) => h.applied(r).await.map(response::Body::Applied),
     };
     result.unwrap_or_else(error)
 }

@@ -125,3 +125,5 @@ pub fn routes(ns: &Netns) -> String {
         .unwrap()
         .stdout
 }
+
+pub mod cluster;

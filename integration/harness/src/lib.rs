@@ -53,4 +53,7 @@ pub use cmd::Output;
 pub use daemon::{Daemon, DaemonBuilder, Ready};
 pub use error::{Error, Result};
 pub use link::{Bridge, Pair};
-pub use netns::{NETNS_PREFIX, Netns, list_ours, list_this_process, require_root, sweep_stale};
+pub use netns::{
+    NETNS_PREFIX, Netns, delete as delete_netns, list_all, list_ours, list_this_process,
+    require_root, sweep_stale,
+};

@@ -49,6 +49,9 @@ pub struct Netns {
 #[derive(Debug)]
 struct Inner {
     name: String,
+    /// Whether dropping the last guard deletes the namespace; false for [`Netns::persistent`]
+    /// and [`Netns::adopt`], whose namespaces outlive the process (a lab's).
+    owned: bool,
 }
 
 impl Netns {
@@ -92,11 +95,52 @@ impl Netns {
         cmd::run(&["ip", "netns", "add", &name])?;
         // From here on the guard owns the namespace: any error below deletes it.
         let ns = Netns {
-            inner: Arc::new(Inner { name }),
+            inner: Arc::new(Inner { name, owned: true }),
         };
         ns.link_up("lo")?;
         tracing::debug!(netns = %ns.name(), "created network namespace");
         Ok(ns)
+    }
+
+    /// Creates a namespace called exactly `name` (loopback up) that outlives this guard and
+    /// this process: for a lab whose namespaces live until its `down`, which deletes them with
+    /// [`delete`]. `name` is 1 to 64 of `[a-z0-9.-]`; pick a prefix other tools recognise (the
+    /// lab's `mgyl-`). If setting up the loopback fails, the namespace is deleted again.
+    pub fn persistent(name: &str) -> Result<Netns> {
+        require_root()?;
+        check_name(name)?;
+        cmd::run(&["ip", "netns", "add", name])?;
+        let ns = Netns {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                owned: false,
+            }),
+        };
+        if let Err(e) = ns.link_up("lo") {
+            delete(name);
+            return Err(e);
+        }
+        tracing::debug!(netns = %name, "created persistent network namespace");
+        Ok(ns)
+    }
+
+    /// A guard for the existing namespace `name` that never deletes it (e.g. a lab's node,
+    /// found again by a later command). Fails if no such namespace exists.
+    pub fn adopt(name: &str) -> Result<Netns> {
+        check_name(name)?;
+        let path = Path::new("/run/netns").join(name);
+        if !path.exists() {
+            return Err(Error::invalid(
+                "namespace",
+                format!("{name:?} does not exist (no {})", path.display()),
+            ));
+        }
+        Ok(Netns {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                owned: false,
+            }),
+        })
     }
 
     /// The namespace's name, as `ip netns` knows it.
@@ -214,13 +258,53 @@ fn enter(path: &Path, name: &str) -> Result<()> {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        stop_processes_in(&self.name);
-        if let Err(e) = cmd::run(&["ip", "netns", "del", &self.name]) {
-            tracing::warn!(netns = %self.name, error = %e, "cannot delete network namespace");
-        } else {
-            tracing::debug!(netns = %self.name, "deleted network namespace");
+        if self.owned {
+            delete(&self.name);
         }
     }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "namespace name",
+            format!("{name:?}: use 1 to 64 of [a-z0-9.-]"),
+        ))
+    }
+}
+
+/// Deletes namespace `name`: stops, by PID, whatever still runs inside (SIGTERM, then SIGKILL
+/// after 3 s), then `ip netns del`. Returns whether it is gone (also when it did not exist).
+pub fn delete(name: &str) -> bool {
+    if !Path::new("/run/netns").join(name).exists() {
+        return true;
+    }
+    stop_processes_in(name);
+    match cmd::run(&["ip", "netns", "del", name]) {
+        Ok(_) => {
+            tracing::debug!(netns = %name, "deleted network namespace");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(netns = %name, error = %e, "cannot delete network namespace");
+            false
+        }
+    }
+}
+
+/// Names of every network namespace, from `ip netns list`.
+pub fn list_all() -> Result<Vec<String>> {
+    let out = cmd::run(&["ip", "netns", "list"])?;
+    Ok(parse_netns_list(&out.stdout))
 }
 
 fn pids_in(name: &str) -> Result<Vec<u32>> {
@@ -271,8 +355,7 @@ fn signal(pid: u32, sig: Signal) {
 
 /// Names of the namespaces that look like ours (`mgyt-` prefix), from `ip netns list`.
 pub fn list_ours() -> Result<Vec<String>> {
-    let out = cmd::run(&["ip", "netns", "list"])?;
-    Ok(parse_netns_list(&out.stdout)
+    Ok(list_all()?
         .into_iter()
         .filter(|n| n.starts_with(NETNS_PREFIX))
         .collect())
@@ -324,8 +407,8 @@ fn sweep(including_own_pid: bool) -> Result<Vec<String>> {
             continue;
         }
         tracing::warn!(netns = %name, "deleting namespace left by dead test process {pid}");
-        swept.push(name.clone());
-        drop(Inner { name });
+        delete(&name);
+        swept.push(name);
     }
     Ok(swept)
 }
@@ -341,6 +424,16 @@ mod tests {
             parse_netns_list(out),
             vec!["mgyt-12-3-br", "mgyt-12-2", "other"]
         );
+    }
+
+    #[test]
+    fn persistent_names_are_checked() {
+        assert!(check_name("mgyl-1a2b3c-node-1").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("..").is_err());
+        assert!(check_name("a/b").is_err());
+        assert!(check_name("Upper").is_err());
+        assert!(check_name(&"a".repeat(65)).is_err());
     }
 
     #[test]

@@ -287,3 +287,24 @@ fn spawn_runs_a_background_thread_inside() {
     let peer = h.join().unwrap().unwrap();
     assert!(peer.ip().is_loopback());
 }
+
+#[test]
+fn a_persistent_namespace_outlives_its_guards_until_deleted() {
+    let name = format!("mgyl-harness-{}", std::process::id());
+    let ns = Netns::persistent(&name).unwrap();
+    ns.exec(&["ip", "link", "show", "lo"]).unwrap();
+    drop(ns);
+    let all = margay_harness::list_all().unwrap();
+    assert!(all.contains(&name), "{name} was deleted with its guard");
+    // Adopted again (as a later command does), still not deleted on drop.
+    let again = Netns::adopt(&name).unwrap();
+    let out = again.run(|| std::fs::read_to_string("/proc/thread-self/net/dev").unwrap());
+    assert!(out.unwrap().contains("lo:"));
+    drop(again);
+    assert!(margay_harness::list_all().unwrap().contains(&name));
+    assert!(margay_harness::delete_netns(&name));
+    assert!(!margay_harness::list_all().unwrap().contains(&name));
+    assert!(Netns::adopt(&name).is_err());
+    // Deleting what is not there is fine.
+    assert!(margay_harness::delete_netns(&name));
+}
