@@ -207,12 +207,17 @@ fn start_tor(ns: &Netns, dir: &std::path::Path, nodes: &[&str]) -> Daemon {
         .expect("bird starts")
 }
 
-fn tor_routes(dir: &std::path::Path) -> String {
+fn birdc(dir: &std::path::Path, args: &[&str]) -> String {
     let out = std::process::Command::new("birdc")
-        .args(["-s", dir.join("tor.ctl").to_str().unwrap(), "show", "route"])
+        .args(["-s", dir.join("tor.ctl").to_str().unwrap()])
+        .args(args)
         .output()
         .expect("birdc runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tor_routes(dir: &std::path::Path) -> String {
+    birdc(dir, &["show", "route"])
 }
 
 #[test]
@@ -292,18 +297,7 @@ fn an_external_router_learns_every_block_and_service_cidr_and_its_default_route_
     let dir = c.dir.path().to_owned();
     let _bird = start_tor(&tor, &dir, &["198.18.0.11", "198.18.0.12"]);
 
-    let mut pods = Vec::new();
-    for i in 0..2 {
-        let ns = Netns::with_tag(&format!("tor-p{i}")).unwrap();
-        let ip = wire_pod(
-            &c.clients[i],
-            &c.nodes[i],
-            &ns,
-            &format!("pod-{i}"),
-            &format!("mgytesttor{i}pod0"),
-        );
-        pods.push((ns, ip));
-    }
+    let pods = c.pods("tor", 2);
     // The router learns both nodes' blocks (with the owning node as next hop) and the service
     // CIDR, and reaches the pods through what it learned.
     let blocks: Vec<String> = (0..2)
@@ -356,7 +350,11 @@ fn an_external_router_learns_every_block_and_service_cidr_and_its_default_route_
         p.exec(&["ping", "-c", "1", "-W", "3", "100.127.0.1"])
             .unwrap_or_else(|e| panic!("pod {ip} cannot reach the router's network: {e}"));
     }
-    // Removing the service CIDR from BGPConfiguration withdraws it.
+    // Removing the service CIDR from BGPConfiguration withdraws it, and the sessions, whose
+    // settings did not change, stay up (BIRD's "since" of each is unchanged).
+    let since = || birdc(&dir, &["show", "protocols"]);
+    let before = since();
+    std::thread::sleep(Duration::from_millis(1100));
     with_datastore(&c.nodes[0], &c.endpoint, |ds| {
         Box::pin(async move {
             Typed::<BGPConfiguration>::new(ds)
@@ -373,5 +371,10 @@ fn an_external_router_learns_every_block_and_service_cidr_and_its_default_route_
         Duration::from_secs(60),
         || !tor_routes(&dir).contains("100.96.0.0/12"),
         || tor_routes(&dir),
+    );
+    assert_eq!(
+        since(),
+        before,
+        "a BGPConfiguration change reset unchanged sessions"
     );
 }

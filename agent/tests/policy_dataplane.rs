@@ -59,6 +59,41 @@ fn iptables_nft_is_detected_in_a_fresh_namespace() {
 }
 
 #[test]
+fn a_host_on_iptables_legacy_is_detected_and_programmed_with_it() {
+    let ns = Netns::with_tag("pol-legacy").expect("namespace (run as root)");
+    // The host's rules live in the legacy tables.
+    ns.exec(&[
+        "iptables-legacy",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "22",
+        "-j",
+        "ACCEPT",
+    ])
+    .unwrap();
+    assert_eq!(ns.run(detect_mode).unwrap(), Mode::Legacy);
+    let c = model();
+    let second = ns
+        .block_on(async {
+            let mut dp = PolicyDataplane::new(Mode::Legacy);
+            dp.load_all(&c);
+            dp.resync().await.expect("first programming");
+            let mut again = PolicyDataplane::new(Mode::Legacy);
+            again.load_all(&c);
+            again.resync().await.expect("second pass")
+        })
+        .unwrap();
+    assert!(!second.wrote(), "{second:?}");
+    let legacy = save(&ns, "iptables-legacy-save");
+    assert!(legacy.contains("-j mgy-FORWARD"), "{legacy}");
+    let nft = save(&ns, "iptables-nft-save");
+    assert!(!nft.contains("mgy"), "nothing in the nft tables: {nft}");
+}
+
+#[test]
 fn programming_is_accepted_by_the_kernel_and_a_second_pass_writes_nothing() {
     let ns = Netns::with_tag("pol-dp").expect("namespace (run as root)");
     let c = model();
@@ -234,4 +269,42 @@ fn a_removed_policy_takes_its_chains_and_sets_with_it() {
     assert!(!v4.contains("mgy-pi-") && !v4.contains("mgy-pe-"), "{v4}");
     let sets = ns.exec(&["ipset", "save"]).unwrap().stdout;
     assert!(!sets.contains("create mgy"), "{sets}");
+}
+
+#[test]
+fn a_pod_entering_a_selector_is_one_ipset_add_and_no_iptables_write() {
+    let ns = Netns::with_tag("pol-inc").expect("namespace (run as root)");
+    let mut c = model();
+    let report = ns
+        .block_on(async {
+            let mut dp = PolicyDataplane::new(Mode::Nft);
+            dp.load_all(&c);
+            dp.resync().await.unwrap();
+            c.take_dirty();
+            // A new remote pod in y labelled pod=b: it enters the policy's peer set.
+            c.upsert_endpoint(
+                ("y".into(), "new".into()),
+                Endpoint {
+                    namespace: "y".into(),
+                    labels: BTreeMap::from([("pod".to_owned(), "b".to_owned())]),
+                    ips: vec!["100.64.1.77".parse().unwrap()],
+                    ports: vec![],
+                    iface: "mgyremote".into(),
+                    local: false,
+                },
+            );
+            let dirty = c.take_dirty();
+            assert!(dirty.chains.is_empty(), "{dirty:?}");
+            dp.load_dirty(&c, &dirty);
+            dp.program().await.unwrap()
+        })
+        .unwrap();
+    assert_eq!(
+        (report.v4.restores, report.v6.restores),
+        (0, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.sets.added, 1, "{report:?}");
+    let sets = ns.exec(&["ipset", "save"]).unwrap().stdout;
+    assert!(sets.contains(" 100.64.1.77\n"), "{sets}");
 }

@@ -26,24 +26,8 @@ fn monitor(ns: &Netns, dir: &std::path::Path, name: &str) -> Daemon {
 
 #[test]
 fn a_datastore_outage_of_30_s_churns_no_route_and_loses_no_ping() {
-    let mut c = Cluster::new(
-        "out",
-        2,
-        margay_api::IPPool::new("default-ipv4", margay_api::IPPoolSpec::new("100.64.0.0/16")),
-        None,
-    );
-    let mut pods = Vec::new();
-    for i in 0..2 {
-        let ns = Netns::with_tag(&format!("out-p{i}")).unwrap();
-        let ip = wire_pod(
-            &c.clients[i],
-            &c.nodes[i],
-            &ns,
-            &format!("pod-{i}"),
-            &format!("mgytestout{i}pod0"),
-        );
-        pods.push((ns, ip));
-    }
+    let mut c = Cluster::new("out", 2, default_pool(), None);
+    let pods = c.pods("out", 2);
     wait_for(
         "node-1 learns node-2's block",
         Duration::from_secs(60),
@@ -102,12 +86,7 @@ fn a_datastore_outage_of_30_s_churns_no_route_and_loses_no_ping() {
 
 #[test]
 fn tampered_routes_and_sysctls_are_repaired_at_the_interval_set_live_in_agent_configuration() {
-    let c = Cluster::new(
-        "tmp",
-        1,
-        margay_api::IPPool::new("default-ipv4", margay_api::IPPoolSpec::new("100.64.0.0/16")),
-        None,
-    );
+    let c = Cluster::new("tmp", 1, default_pool(), None);
     let pod = Netns::with_tag("tmp-pod").unwrap();
     let veth = "mgytesttmppod00";
     let ip = wire_pod(&c.clients[0], &c.nodes[0], &pod, "pod-0", veth);
@@ -178,24 +157,8 @@ fn tampered_routes_and_sysctls_are_repaired_at_the_interval_set_live_in_agent_co
 
 #[test]
 fn restarting_an_agent_loses_no_ping_in_either_direction() {
-    let mut c = Cluster::new(
-        "gr",
-        2,
-        margay_api::IPPool::new("default-ipv4", margay_api::IPPoolSpec::new("100.64.0.0/16")),
-        None,
-    );
-    let mut pods = Vec::new();
-    for i in 0..2 {
-        let ns = Netns::with_tag(&format!("gr-p{i}")).unwrap();
-        let ip = wire_pod(
-            &c.clients[i],
-            &c.nodes[i],
-            &ns,
-            &format!("pod-{i}"),
-            &format!("mgytestgr{i}pod00"),
-        );
-        pods.push((ns, ip));
-    }
+    let mut c = Cluster::new("gr", 2, default_pool(), None);
+    let pods = c.pods("gr", 2);
     for (i, other) in [(0, "198.18.0.12"), (1, "198.18.0.11")] {
         wait_for(
             &format!("node-{} learns the other node's block", i + 1),

@@ -86,6 +86,10 @@ pub struct Compiler {
     namespaces: BTreeMap<String, Labels>,
     policies: BTreeMap<PolicyKey, CompiledPolicy>,
     sets: BTreeMap<String, SetState>,
+    /// Pod sets of one namespace (a peer with only a podSelector), by namespace.
+    sets_in_ns: BTreeMap<String, BTreeSet<String>>,
+    /// Sets any endpoint may contribute to (namespace selectors, named ports).
+    global_sets: BTreeSet<String>,
     set_names: BTreeMap<String, (String, Family)>,
     local_chains: BTreeMap<EndpointKey, BTreeMap<ChainKey, Vec<Rule>>>,
     chains: BTreeMap<ChainKey, Vec<Rule>>,
@@ -107,6 +111,8 @@ impl Compiler {
             namespaces: BTreeMap::new(),
             policies: BTreeMap::new(),
             sets: BTreeMap::new(),
+            sets_in_ns: BTreeMap::new(),
+            global_sets: BTreeSet::new(),
             set_names: BTreeMap::new(),
             local_chains: BTreeMap::new(),
             chains: BTreeMap::new(),
@@ -316,19 +322,39 @@ impl Compiler {
             .get(name)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
+        // Only namespace selectors look at a namespace's labels.
+        let ids: Vec<String> = self
+            .global_sets
+            .iter()
+            .filter(|id| matches!(self.sets[*id].spec, SetSpec::Pods { .. }))
+            .cloned()
+            .collect();
         for k in keys {
             let ep = self.endpoints[&k].clone();
-            self.refresh_sets_for(Some((&ep, old)), Some((&ep, new)));
+            for id in &ids {
+                let spec = &self.sets[id].spec;
+                let before = contribution(spec, &ep, old);
+                let after = contribution(spec, &ep, new);
+                if before != after {
+                    self.change_members(id, &before, &after);
+                }
+            }
         }
     }
 
-    /// Moves an endpoint's contributions to every set from `old` to `new`.
+    /// Moves an endpoint's contributions to every set from `old` to `new`. Only sets the
+    /// endpoint can be in are looked at: its namespace's pod sets and the global ones.
     fn refresh_sets_for(
         &mut self,
         old: Option<(&Endpoint, &Labels)>,
         new: Option<(&Endpoint, &Labels)>,
     ) {
-        let ids: Vec<String> = self.sets.keys().cloned().collect();
+        let mut ids: BTreeSet<String> = self.global_sets.clone();
+        for ep in [old.map(|o| o.0), new.map(|n| n.0)].into_iter().flatten() {
+            if let Some(s) = self.sets_in_ns.get(&ep.namespace) {
+                ids.extend(s.iter().cloned());
+            }
+        }
         for id in ids {
             let spec = &self.sets[&id].spec;
             let before = old
@@ -395,10 +421,50 @@ impl Compiler {
                 }
             }
         }
-        for ep in self.endpoints.values() {
-            let ns = self.ns_labels(&ep.namespace);
-            for (f, m) in contribution(spec, ep, &ns) {
-                *members.entry(f).or_default().entry(m).or_insert(0) += 1;
+        // Only the endpoints that can be in the set: those of its namespace, or of the
+        // namespaces its selector matches, or (named ports) all.
+        let namespaces: Vec<&String> = match spec {
+            SetSpec::Block { .. } => Vec::new(),
+            SetSpec::Pods {
+                namespaces: NamespaceMatch::Is(ns),
+                ..
+            } => self
+                .by_namespace
+                .get_key_value(ns)
+                .map(|(k, _)| k)
+                .into_iter()
+                .collect(),
+            SetSpec::Pods {
+                namespaces: NamespaceMatch::Selected(sel),
+                ..
+            } => self
+                .by_namespace
+                .keys()
+                .filter(|ns| sel.matches(&self.ns_labels(ns)))
+                .collect(),
+            SetSpec::NamedPort { .. } => self.by_namespace.keys().collect(),
+        };
+        for ns in namespaces {
+            let labels = self.ns_labels(ns);
+            for key in &self.by_namespace[ns] {
+                for (f, m) in contribution(spec, &self.endpoints[key], &labels) {
+                    *members.entry(f).or_default().entry(m).or_insert(0) += 1;
+                }
+            }
+        }
+        match spec {
+            SetSpec::Block { .. } => {}
+            SetSpec::Pods {
+                namespaces: NamespaceMatch::Is(ns),
+                ..
+            } => {
+                self.sets_in_ns
+                    .entry(ns.clone())
+                    .or_default()
+                    .insert(id.to_owned());
+            }
+            _ => {
+                self.global_sets.insert(id.to_owned());
             }
         }
         for f in spec.families() {
@@ -425,6 +491,18 @@ impl Compiler {
             return;
         }
         let st = self.sets.remove(id).expect("present");
+        self.global_sets.remove(id);
+        if let SetSpec::Pods {
+            namespaces: NamespaceMatch::Is(ns),
+            ..
+        } = &st.spec
+            && let Some(ids) = self.sets_in_ns.get_mut(ns)
+        {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.sets_in_ns.remove(ns);
+            }
+        }
         for f in st.spec.families() {
             let name = st.spec.name(f);
             self.set_names.remove(&name);

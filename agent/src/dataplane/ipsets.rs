@@ -82,17 +82,32 @@ pub struct SetReport {
 }
 
 /// The ipset driver.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IpsetDriver {
     desired: BTreeMap<String, SetState>,
+    /// Sets stated since the last successful write; only they are compared, unless `full`.
+    dirty: BTreeSet<String>,
+    /// Compare every set (after a read).
+    full: bool,
     /// What the kernel holds as of the last read or successful write; `None`: read first.
     actual: Option<BTreeMap<String, SetState>>,
 }
 
+impl Default for IpsetDriver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl IpsetDriver {
-    /// An empty driver.
+    /// An empty driver; its first write compares every set.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            desired: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            full: true,
+            actual: None,
+        }
     }
 
     /// Wants set `name` (which must start with `mgy`) as `set`, or not at all.
@@ -105,15 +120,27 @@ impl IpsetDriver {
                 self.desired.remove(name);
             }
         }
+        self.dirty.insert(name.to_owned());
     }
 
-    /// The restore input of the first step: creates, member adds and removals (and
-    /// re-creation of sets whose header changed is left to the second step).
+    fn candidates<'a>(&'a self, actual: &'a BTreeMap<String, SetState>) -> BTreeSet<&'a String> {
+        if self.full {
+            self.desired.keys().chain(actual.keys()).collect()
+        } else {
+            self.dirty.iter().collect()
+        }
+    }
+
+    /// The restore input of the first step: creates, member adds and removals (re-creation of
+    /// sets whose header changed is left to the second step).
     pub fn plan_updates(&self, actual: &BTreeMap<String, SetState>) -> (String, SetReport) {
         let mut out = String::new();
         let mut r = SetReport::default();
-        for (name, ((kind, family), members)) in &self.desired {
-            let empty = BTreeSet::new();
+        let empty = BTreeSet::new();
+        for name in self.candidates(actual) {
+            let Some(((kind, family), members)) = self.desired.get(name) else {
+                continue;
+            };
             let have = match actual.get(name) {
                 None => {
                     out.push_str(&format!("create {name} {kind} family {family}\n"));
@@ -140,7 +167,10 @@ impl IpsetDriver {
     pub fn plan_removals(&self, actual: &BTreeMap<String, SetState>) -> (String, SetReport) {
         let mut out = String::new();
         let mut r = SetReport::default();
-        for (name, (h, _)) in actual {
+        for name in self.candidates(actual) {
+            let Some((h, _)) = actual.get(name) else {
+                continue;
+            };
             match self.desired.get(name) {
                 None => {
                     out.push_str(&format!("destroy {name}\n"));
@@ -166,6 +196,7 @@ impl IpsetDriver {
     pub async fn read(&mut self) -> Result<(), IptablesError> {
         let text = run("ipset", &["save"], None).await?;
         self.actual = Some(parse_save(&text));
+        self.full = true;
         Ok(())
     }
 
@@ -185,37 +216,50 @@ impl IpsetDriver {
         if self.actual.is_none() {
             self.read().await?;
         }
-        let actual = self.actual.clone().unwrap_or_default();
+        let mut actual = self.actual.take().unwrap_or_default();
         let (input, r) = self.plan_updates(&actual);
-        if input.is_empty() {
-            return Ok(r);
+        if !input.is_empty() {
+            self.restore(&input).await?;
         }
-        self.restore(&input).await?;
-        let mut now = actual;
-        for (name, (h, m)) in &self.desired {
-            match now.get(name) {
-                Some((have, _)) if have != h => {}
-                _ => {
-                    now.insert(name.clone(), (h.clone(), m.clone()));
+        let names: Vec<String> = self.candidates(&actual).into_iter().cloned().collect();
+        for name in names {
+            if let Some((h, m)) = self.desired.get(&name) {
+                match actual.get(&name) {
+                    Some((have, _)) if have != h => {}
+                    _ => {
+                        actual.insert(name, (h.clone(), m.clone()));
+                    }
                 }
             }
         }
-        self.actual = Some(now);
+        self.actual = Some(actual);
         Ok(r)
     }
 
-    /// Step two: destroys what is no longer wanted.
+    /// Step two: destroys what is no longer wanted; the write is then complete.
     pub async fn apply_removals(&mut self) -> Result<SetReport, IptablesError> {
         if self.actual.is_none() {
             self.read().await?;
         }
-        let actual = self.actual.clone().unwrap_or_default();
+        let mut actual = self.actual.take().unwrap_or_default();
         let (input, r) = self.plan_removals(&actual);
-        if input.is_empty() {
-            return Ok(r);
+        if !input.is_empty() {
+            self.restore(&input).await?;
         }
-        self.restore(&input).await?;
-        self.actual = Some(self.desired.clone());
+        let names: Vec<String> = self.candidates(&actual).into_iter().cloned().collect();
+        for name in names {
+            match self.desired.get(&name) {
+                Some(s) => {
+                    actual.insert(name, s.clone());
+                }
+                None => {
+                    actual.remove(&name);
+                }
+            }
+        }
+        self.actual = Some(actual);
+        self.dirty.clear();
+        self.full = false;
         Ok(r)
     }
 

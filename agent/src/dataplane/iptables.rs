@@ -14,7 +14,7 @@
 //! (emptied, then deleted). Only what differs from what the kernel is known to hold is written;
 //! with nothing to do, no process runs. After a failed write, the next one reads the kernel first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::sync::LazyLock;
 
@@ -226,10 +226,13 @@ fn render_chain(chain: &str, rules: &[Rule]) -> Vec<Rendered> {
 }
 
 /// The restore input for one table that turns `actual` into the desired chains and hooks, or
-/// `None` when they already match. `hooks`: built-in chain → our rules there, in order.
+/// `None` when they already match. `chains`: the desired chains, rendered; `only`: when given,
+/// just these chains are compared (the others are known to be in sync); `hooks`: built-in chain
+/// → our rules there, in order.
 fn plan_table(
     table: &str,
-    chains: &BTreeMap<String, Vec<Rule>>,
+    chains: &BTreeMap<String, Vec<Rendered>>,
+    only: Option<&BTreeSet<String>>,
     hooks: &BTreeMap<String, Vec<Rule>>,
     actual: &TableActual,
     report: &mut Report,
@@ -238,26 +241,38 @@ fn plan_table(
     let mut appends = Vec::new();
     let mut hook_lines = Vec::new();
     let mut deletes = Vec::new();
-    for (name, rules) in chains {
-        let rendered = render_chain(name, rules);
-        let want: Vec<Option<String>> = rendered.iter().map(|r| Some(r.hash.clone())).collect();
-        if actual.chains.get(name) == Some(&want) {
-            continue;
-        }
-        decls.push(format!(":{name} - [0:0]"));
-        appends.extend(rendered.iter().map(|r| format!("-A {name} {}", r.spec)));
-        report.chains_written += 1;
-    }
-    for name in actual.chains.keys() {
-        if !chains.contains_key(name) {
-            decls.push(format!(":{name} - [0:0]"));
-            deletes.push(format!("-X {name}"));
-            report.chains_removed += 1;
+    let candidates: Box<dyn Iterator<Item = &String>> = match only {
+        Some(names) => Box::new(names.iter()),
+        None => Box::new(chains.keys().chain(actual.chains.keys())),
+    };
+    let candidates: BTreeSet<&String> = candidates.collect();
+    for name in candidates {
+        match chains.get(name) {
+            Some(rendered) => {
+                let same = actual.chains.get(name).is_some_and(|have| {
+                    have.len() == rendered.len()
+                        && have
+                            .iter()
+                            .zip(rendered)
+                            .all(|(h, r)| h.as_deref() == Some(r.hash.as_str()))
+                });
+                if same {
+                    continue;
+                }
+                decls.push(format!(":{name} - [0:0]"));
+                appends.extend(rendered.iter().map(|r| format!("-A {name} {}", r.spec)));
+                report.chains_written += 1;
+            }
+            None if actual.chains.contains_key(name) => {
+                decls.push(format!(":{name} - [0:0]"));
+                deletes.push(format!("-X {name}"));
+                report.chains_removed += 1;
+            }
+            None => {}
         }
     }
     let empty = Vec::new();
-    let bases: std::collections::BTreeSet<&String> =
-        hooks.keys().chain(actual.hooks.keys()).collect();
+    let bases: BTreeSet<&String> = hooks.keys().chain(actual.hooks.keys()).collect();
     for base in bases {
         let want: Vec<Rendered> = hooks
             .get(base)
@@ -321,10 +336,15 @@ pub struct IptablesDriver {
     family: Family,
     mode: Mode,
     lock_wait_secs: u32,
-    chains: BTreeMap<String, BTreeMap<String, Vec<Rule>>>,
+    /// table → chain → its rules, rendered (with their hashes) when stated.
+    chains: BTreeMap<String, BTreeMap<String, Vec<Rendered>>>,
     hooks: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<Rule>>>>,
+    /// Chains stated since the last successful write, per table.
+    dirty: BTreeMap<String, BTreeSet<String>>,
     /// What the kernel holds as of the last read or successful write; `None`: read first.
     actual: Option<BTreeMap<String, TableActual>>,
+    /// The last read has not been compared in full yet.
+    full: bool,
 }
 
 impl IptablesDriver {
@@ -336,7 +356,9 @@ impl IptablesDriver {
             lock_wait_secs: 10,
             chains: BTreeMap::new(),
             hooks: BTreeMap::new(),
+            dirty: BTreeMap::new(),
             actual: None,
+            full: true,
         }
     }
 
@@ -346,12 +368,16 @@ impl IptablesDriver {
         let t = self.chains.entry(table.to_owned()).or_default();
         match rules {
             Some(r) => {
-                t.insert(name.to_owned(), r);
+                t.insert(name.to_owned(), render_chain(name, &r));
             }
             None => {
                 t.remove(name);
             }
         }
+        self.dirty
+            .entry(table.to_owned())
+            .or_default()
+            .insert(name.to_owned());
     }
 
     /// The rules `owner` wants at the top of built-in chain `base` of `table`.
@@ -367,11 +393,6 @@ impl IptablesDriver {
         } else {
             b.insert(owner.to_owned(), rules);
         }
-    }
-
-    /// The desired chains of `table`.
-    pub fn chains(&self, table: &str) -> Option<&BTreeMap<String, Vec<Rule>>> {
-        self.chains.get(table)
     }
 
     fn tables(&self) -> Vec<String> {
@@ -402,21 +423,28 @@ impl IptablesDriver {
             .unwrap_or_default()
     }
 
-    /// The restore input that brings `actual` to the desired state (empty when in sync).
-    pub fn plan(&self, actual: &BTreeMap<String, TableActual>) -> (String, Report) {
+    fn plan_with(&self, actual: &BTreeMap<String, TableActual>, full: bool) -> (String, Report) {
         let mut report = Report::default();
         let mut out = String::new();
         let none = BTreeMap::new();
         let empty = TableActual::default();
+        let no_dirty = BTreeSet::new();
         for table in self.tables() {
             let chains = self.chains.get(&table).unwrap_or(&none);
+            let only = (!full).then(|| self.dirty.get(&table).unwrap_or(&no_dirty));
             let hooks = self.hooks_of(&table);
             let act = actual.get(&table).unwrap_or(&empty);
-            if let Some(t) = plan_table(&table, chains, &hooks, act, &mut report) {
+            if let Some(t) = plan_table(&table, chains, only, &hooks, act, &mut report) {
                 out.push_str(&t);
             }
         }
         (out, report)
+    }
+
+    /// The restore input that brings `actual` to the desired state (empty when in sync),
+    /// comparing every chain.
+    pub fn plan(&self, actual: &BTreeMap<String, TableActual>) -> (String, Report) {
+        self.plan_with(actual, true)
     }
 
     /// Reads what the kernel holds of ours in every table this driver manages.
@@ -429,17 +457,22 @@ impl IptablesDriver {
             all.insert(table.clone(), parsed.remove(&table).unwrap_or_default());
         }
         self.actual = Some(all);
+        self.full = true;
         Ok(())
     }
 
-    /// Writes what differs from what the kernel is known to hold (read first if unknown).
+    /// Writes what differs from what the kernel is known to hold (read first if unknown). After
+    /// a read every chain is compared; otherwise only those stated since the last write.
     pub async fn apply(&mut self) -> Result<Report, IptablesError> {
         if self.actual.is_none() {
             self.read().await?;
         }
-        let actual = self.actual.clone().unwrap_or_default();
-        let (input, mut report) = self.plan(&actual);
+        let actual = self.actual.take().unwrap_or_default();
+        let (input, mut report) = self.plan_with(&actual, self.full);
         if input.is_empty() {
+            self.actual = Some(actual);
+            self.dirty.clear();
+            self.full = false;
             return Ok(report);
         }
         let prog = program(self.family, self.mode, "restore");
@@ -449,6 +482,8 @@ impl IptablesDriver {
             Ok(_) => {
                 report.restores = 1;
                 self.actual = Some(self.expected());
+                self.dirty.clear();
+                self.full = false;
                 Ok(report)
             }
             Err(e) => {
@@ -469,13 +504,10 @@ impl IptablesDriver {
         let mut out = BTreeMap::new();
         for table in self.tables() {
             let mut t = TableActual::default();
-            for (name, rules) in self.chains.get(&table).into_iter().flatten() {
+            for (name, rendered) in self.chains.get(&table).into_iter().flatten() {
                 t.chains.insert(
                     name.clone(),
-                    render_chain(name, rules)
-                        .into_iter()
-                        .map(|r| Some(r.hash))
-                        .collect(),
+                    rendered.iter().map(|r| Some(r.hash.clone())).collect(),
                 );
             }
             for (base, rules) in self.hooks_of(&table) {

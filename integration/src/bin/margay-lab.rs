@@ -18,7 +18,7 @@ use margay_integration::lab::{objects, probe, status, supervisor};
 ///
 /// The lab's state lives in $MARGAY_LAB_DIR (default /run/margay-lab), so commands work from any
 /// directory. Exit codes: 0 success; 1 a probe found the connection blocked; 2 an error (or a
-/// policy stored but not yet enforced); `ping`, `exec` and `ctl` pass on their command's code.
+/// policy stored but not enforced by the agents); `ping`, `exec` and `ctl` pass on their command's code.
 #[derive(Debug, Parser)]
 #[command(name = "margay-lab", version)]
 struct Cli {
@@ -244,7 +244,7 @@ fn labels_of(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 fn report(what: &str, c: Confirmation) {
     match c {
-        Confirmation::Agents => eprintln!("{what}; every agent has it"),
+        Confirmation::Agents => eprintln!("{what}; every agent's policy has it"),
         Confirmation::DatastoreOnly => eprintln!("{what}"),
     }
 }
@@ -271,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Down => down(&lab)?,
         Cmd::Status { output, dot, svg } => {
             let st = snapshot(&lab)?;
+            let mut online = true;
             let s = match status::gather(&st) {
                 Ok(s) => s,
                 // People still get what the state knows; scripts get the error.
@@ -278,6 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!(
                         "margay-lab: {e:#}\n(showing what the lab's state file knows; blocks and BGP sessions come from etcd)"
                     );
+                    online = false;
                     status::offline(&st)
                 }
                 Err(e) => return Err(e),
@@ -289,7 +291,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                print!("{}", status::picture(&lab, &st, &s));
+                let objects = online.then(|| status::objects(&st).ok()).flatten();
+                print!("{}", status::picture(&lab, &st, &s, objects.as_ref()));
             }
         }
         Cmd::Ns { cmd } => return ns(&lab, cmd),
@@ -547,14 +550,19 @@ fn policy(lab: &LabDir, cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
             (format!("NetworkPolicy {id} deleted"), w)
         }
     };
+    let deleted = written.revision.is_none();
     match confirm(lab, &st, &[written])? {
         Confirmation::Agents => {
-            eprintln!("{what}; every agent enforces it");
+            if deleted {
+                eprintln!("{what}; no agent enforces it any more");
+            } else {
+                eprintln!("{what}; every agent enforces it");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Confirmation::DatastoreOnly => {
             eprintln!(
-                "{what} in the datastore, but the agents do not enforce NetworkPolicy yet: policy enforcement arrives with the policy issue (#13)"
+                "{what} in the datastore, but the agents do not enforce NetworkPolicy (a margay-node without network policy); it takes effect once they do"
             );
             Ok(ExitCode::from(2))
         }

@@ -58,6 +58,23 @@ pub fn namespaces(st: &State) -> anyhow::Result<BTreeMap<String, BTreeMap<String
     })
 }
 
+/// Every NetworkPolicy as `NS/NAME`.
+pub fn policies(st: &State) -> anyhow::Result<Vec<String>> {
+    with_ds(st, |ds| async move {
+        let (all, _) = Typed::<NetworkPolicy>::new(ds).list(None).await?;
+        Ok(all
+            .into_iter()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p.metadata.namespace.unwrap_or_default(),
+                    p.metadata.name.unwrap_or_default()
+                )
+            })
+            .collect())
+    })
+}
+
 /// `ns create NAME --label k=v...`.
 pub fn create_namespace(
     st: &State,

@@ -262,6 +262,9 @@ pub fn create(
     lab.save(lock, st)?;
 
     let finish = |st: &mut State| -> anyhow::Result<objects::Written> {
+        if pod.ips.iter().any(|i| i.contains(':')) {
+            wait_dad(&node, &pod)?;
+        }
         start_server(lab, st, bins, &pod)?;
         lab.save(lock, st)?;
         let written = objects::write_pod(st, &pod)?;
@@ -279,6 +282,30 @@ pub fn create(
         return Err(e.context(format!("pod {id} not created (removed again)")));
     }
     Ok((pod, written?))
+}
+
+/// Waits until IPv6 duplicate address detection is over on both sides of a new pod's veth:
+/// tentative addresses (the pod's, the host side's fe80::ecee:eeff:feee:eeee that the pod's
+/// default route points to) do not carry traffic yet.
+fn wait_dad(node: &NodeState, pod: &PodState) -> anyhow::Result<()> {
+    let tentative = |ns: &str| {
+        margay_harness::cmd::run(&["ip", "-n", ns, "-6", "addr", "show", "tentative"])
+            .map(|o| o.stdout.trim().to_owned())
+            .unwrap_or_default()
+    };
+    wait_for(
+        &format!("IPv6 duplicate address detection for pod {}", pod.id()),
+        Duration::from_secs(10),
+        || (tentative(&pod.netns).is_empty() && tentative(&node.netns).is_empty()).then_some(()),
+        || {
+            format!(
+                "pod: {}
+node: {}",
+                tentative(&pod.netns),
+                tentative(&node.netns)
+            )
+        },
+    )
 }
 
 /// The supervisor's name for a pod's server.
@@ -580,6 +607,64 @@ mod tests {
         assert!(parse_pod_id("a").is_err());
         assert!(parse_pod_id("x/a/b").is_err());
         assert!(parse_pod_id("/a").is_err());
+    }
+
+    proptest::proptest! {
+        /// Setting labels then removing them leaves the other labels as they were, in any order
+        /// of edits.
+        #[test]
+        fn label_edits_undo_cleanly(
+            base in proptest::collection::btree_map("[a-z]{1,5}", "[a-z0-9]{0,5}", 0..5),
+            added in proptest::collection::btree_map("[a-z]{1,5}", "[a-z0-9]{0,5}", 0..5),
+        ) {
+            let mut l = base.clone();
+            let sets: Vec<String> = added.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            edit_labels(&mut l, &sets).unwrap();
+            for (k, v) in &added {
+                proptest::prop_assert_eq!(l.get(k), Some(v));
+            }
+            let removes: Vec<String> = added.keys().map(|k| format!("{k}-")).collect();
+            edit_labels(&mut l, &removes).unwrap();
+            let mut want = base.clone();
+            want.retain(|k, _| !added.contains_key(k));
+            proptest::prop_assert_eq!(l, want);
+        }
+
+        /// The route chosen for an address contains it, and no longer prefix in the table does.
+        #[test]
+        fn the_chosen_route_is_the_longest_match(
+            prefixes in proptest::collection::vec((0u32..=0xffff, 16u8..=32), 1..12),
+            host in 0u32..=0xffff,
+        ) {
+            // Each route's gateway is 198.18.0.<its index>, so the choice can be traced back.
+            let routes: Vec<(IpNet, RouteVia)> = prefixes
+                .iter()
+                .enumerate()
+                .map(|(i, (bits, len))| {
+                    let addr = std::net::Ipv4Addr::from(0x6440_0000 | bits);
+                    let gw = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, i as u8));
+                    (
+                        IpNet::V4(ipnet::Ipv4Net::new(addr, *len).unwrap().trunc()),
+                        RouteVia::Gateway(gw),
+                    )
+                })
+                .collect();
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x6440_0000 | host));
+            let longest = routes
+                .iter()
+                .filter(|(n, _)| n.contains(&ip))
+                .map(|(n, _)| n.prefix_len())
+                .max();
+            match (best_route(&routes, ip), longest) {
+                (None, None) => {}
+                (Some(RouteVia::Gateway(IpAddr::V4(gw))), Some(len)) => {
+                    let (net, _) = &routes[usize::from(gw.octets()[3])];
+                    proptest::prop_assert!(net.contains(&ip));
+                    proptest::prop_assert_eq!(net.prefix_len(), len);
+                }
+                other => proptest::prop_assert!(false, "{:?}", other),
+            }
+        }
     }
 
     #[test]

@@ -179,8 +179,29 @@ pub fn gather(st: &State) -> anyhow::Result<Status> {
     Ok(out)
 }
 
+/// The Kubernetes objects the picture lists besides the topology.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Objects {
+    /// Namespaces and their labels (without `kubernetes.io/metadata.name`).
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// NetworkPolicies as `NS/NAME`.
+    pub policies: Vec<String>,
+}
+
+/// Reads the namespaces and policies for the picture.
+pub fn objects(st: &State) -> anyhow::Result<Objects> {
+    let mut namespaces = super::objects::namespaces(st)?;
+    for labels in namespaces.values_mut() {
+        labels.remove(margay_api::k8s::LABEL_NAMESPACE_NAME);
+    }
+    Ok(Objects {
+        namespaces,
+        policies: super::objects::policies(st)?,
+    })
+}
+
 /// The picture a person reads at a glance.
-pub fn picture(lab: &LabDir, st: &State, s: &Status) -> String {
+pub fn picture(lab: &LabDir, st: &State, s: &Status, objects: Option<&Objects>) -> String {
     let mut o = String::new();
     let sup = match &st.supervisor {
         Some(p) if p.alive() => format!("supervisor pid {}", p.pid),
@@ -247,6 +268,30 @@ pub fn picture(lab: &LabDir, st: &State, s: &Status) -> String {
                 labels.join(",")
             );
         }
+    }
+    if let Some(obj) = objects {
+        let ns: Vec<String> = obj
+            .namespaces
+            .iter()
+            .map(|(n, labels)| {
+                if labels.is_empty() {
+                    n.clone()
+                } else {
+                    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("{n} ({})", l.join(","))
+                }
+            })
+            .collect();
+        let _ = writeln!(o, "\nnamespaces: {}", ns.join("  "));
+        let _ = writeln!(
+            o,
+            "network policies: {}",
+            if obj.policies.is_empty() {
+                "none".to_owned()
+            } else {
+                obj.policies.join("  ")
+            }
+        );
     }
     if !s.peers.is_empty() {
         let _ = writeln!(o, "\nBGP sessions");

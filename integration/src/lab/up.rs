@@ -39,7 +39,7 @@ pub struct UpOptions {
 
 /// Prints one progress line to stderr.
 pub fn progress(what: &str, since: Instant) {
-    eprintln!("  {what:<44} {:>6.1} s", since.elapsed().as_secs_f64());
+    eprintln!("  {what:<48} {:>6.1} s", since.elapsed().as_secs_f64());
 }
 
 /// Builds the lab; on any failure says what and removes everything made so far.
@@ -292,9 +292,53 @@ fn build(
             }
         }
     }
+    wait_published(st, o.timeout)?;
+    progress("every node publishes its BGP sessions", t0);
     st.ready = true;
     lab.save(lock, st)?;
     Ok(())
+}
+
+/// Waits until every node's NodeStatus (what `status` shows, written every 10 s by its agent)
+/// reports all its mesh sessions Established.
+fn wait_published(st: &State, timeout: Duration) -> anyhow::Result<()> {
+    let want = st.nodes.len().saturating_sub(1) as u32;
+    let read = || -> Vec<(String, Option<(u32, u32)>)> {
+        let names: Vec<String> = st.nodes.iter().map(|n| n.name.clone()).collect();
+        with_ds(st, |ds| async move {
+            let (all, _) = Typed::<margay_api::NodeStatus>::new(ds).list(None).await?;
+            Ok(names
+                .into_iter()
+                .map(|n| {
+                    let counts = all
+                        .iter()
+                        .find(|s| s.metadata.name.as_deref() == Some(n.as_str()))
+                        .and_then(|s| s.status.as_ref()?.bgp.as_ref())
+                        .map(|b| (b.number_established, b.number_not_established));
+                    (n, counts)
+                })
+                .collect())
+        })
+        .unwrap_or_default()
+    };
+    wait_for(
+        &format!("every node's NodeStatus shows {want} established BGP sessions"),
+        timeout,
+        || {
+            let r = read();
+            (!r.is_empty() && r.iter().all(|(_, c)| *c == Some((want, 0)))).then_some(())
+        },
+        || {
+            read()
+                .iter()
+                .map(|(n, c)| match c {
+                    Some((up, down)) => format!("{n}: {up} established, {down} not"),
+                    None => format!("{n}: no status"),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
+    )
 }
 
 fn start_etcd(
