@@ -1,0 +1,381 @@
+//! The 3-node slice in Kubernetes mode (issue 16), as far as the agent supports it today:
+//! the test API server in an infra namespace (198.18.0.254:6443), Margay's CRDs, an IPPool, the
+//! Nodes, Namespaces, Pods and a NetworkPolicy applied with `kubectl.1.33`; `margay-node` on three
+//! node namespaces with `type = "kubernetes"`; pods wired by the `margay-cni` binary (ADD, as a
+//! runtime runs it) through each agent; the controller (`--role controllers`) in the infra
+//! namespace.
+//!
+//! What it shows: pods declared as Pod objects reach each other across nodes over BGP-learned
+//! routes; a namespace-wide NetworkPolicy applied with kubectl takes effect; deleting a core
+//! Node (after its agent stopped) makes the controller release its endpoints and blocks.
+//!
+//! Still to come with the agent's Kubernetes-mode watchers (endpoints derived from Pods): a
+//! policy selecting pods by their Pod labels (the WorkloadEndpoints the agent writes here carry
+//! only its own `margay.dev/*` labels), and pods' IPs and named ports from the Pod objects.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use std::io::Write;
+use std::process::Stdio;
+
+use margay_agent::localapi::client::Client;
+use margay_harness::{Bridge, Daemon, Netns, Ready};
+
+const API: &str = "198.18.0.254:6443";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration/ has a parent")
+        .to_path_buf()
+}
+
+fn kubectl_path() -> PathBuf {
+    let dispatcher = std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("kubectl"))
+                .find(|p| p.exists())
+        })
+        .expect("kubectl is on PATH (google-cloud-cli's kubectl package)");
+    let k = std::fs::canonicalize(&dispatcher)
+        .expect("resolve kubectl")
+        .with_file_name("kubectl.1.33");
+    assert!(k.exists(), "{} is missing", k.display());
+    k
+}
+
+/// A binary of the workspace, from the same target directory as this test.
+fn workspace_bin(name: &str, package: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/debug/deps")
+        .join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p {package} --bins` (same target dir)",
+        bin.display()
+    );
+    bin
+}
+
+fn margay_node_bin() -> PathBuf {
+    workspace_bin("margay-node", "margay-agent")
+}
+
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+    detail: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {timeout:?}:\n{}",
+            detail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Three node namespaces and an infra namespace on one bridge; the API server in infra.
+struct KubeCluster {
+    dir: tempfile::TempDir,
+    // Field order: daemons stop before their namespaces go.
+    controller: Option<Daemon>,
+    agents: Vec<Daemon>,
+    _apiserver: Daemon,
+    nodes: Vec<Netns>,
+    infra: Netns,
+    _bridge: Bridge,
+}
+
+impl KubeCluster {
+    fn start(tag: &str, n: usize) -> KubeCluster {
+        let net = |s: &str| s.parse().unwrap();
+        let bridge = Bridge::new().expect("namespace (run as root)");
+        let infra = Netns::with_tag(&format!("{tag}-infra")).unwrap();
+        bridge
+            .attach(&infra, "eth0", &[net("198.18.0.254/24")])
+            .unwrap();
+        infra.link_up("lo").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let apiserver = Daemon::builder("apiserver", env!("CARGO_BIN_EXE_margay-test-apiserver"))
+            .arg("--listen")
+            .arg(API)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .netns(&infra)
+            .ready(Ready::LogContains("listening on".into()))
+            .timeout(Duration::from_secs(20))
+            .spawn()
+            .expect("the API server starts in the infra namespace");
+        let nodes: Vec<Netns> = (1..=n)
+            .map(|i| Netns::with_tag(&format!("{tag}-node{i}")).unwrap())
+            .collect();
+        for (i, node) in nodes.iter().enumerate() {
+            bridge
+                .attach(node, "eth0", &[net(&format!("198.18.0.{}/24", 11 + i))])
+                .unwrap();
+            node.exec(&[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                "198.18.0.254",
+                "metric",
+                "1000",
+            ])
+            .unwrap();
+        }
+        let mut c = KubeCluster {
+            dir,
+            controller: None,
+            agents: Vec::new(),
+            _apiserver: apiserver,
+            nodes,
+            infra,
+            _bridge: bridge,
+        };
+        let root = repo_root();
+        c.kubectl_ok(&[
+            "apply",
+            "-f",
+            root.join("manifests/crds.yaml").to_str().unwrap(),
+        ]);
+        let mut objects = String::from(
+            "apiVersion: crd.margay.dev/v1\nkind: IPPool\nmetadata:\n  name: default-ipv4\n\
+             spec:\n  cidr: 100.64.0.0/16\n  blockSize: 26\n",
+        );
+        for i in 1..=n {
+            objects.push_str(&format!(
+                "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: node-{i}\n  labels: {{kubernetes.io/hostname: node-{i}}}\n"
+            ));
+        }
+        c.apply(&objects);
+        for i in 0..n {
+            let name = format!("node-{}", i + 1);
+            let config = c.dir.path().join(format!("{name}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "node_name = \"{name}\"\nsocket = \"{}\"\nhealth_port = 0\nmetrics_port = 0\n\
+                     [datastore]\ntype = \"kubernetes\"\nkubeconfig = \"{}\"\n",
+                    config.with_extension("sock").display(),
+                    c.kubeconfig().display()
+                ),
+            )
+            .unwrap();
+            let agent = Daemon::builder("margay-node", margay_node_bin())
+                .args(["--config", config.to_str().unwrap()])
+                .env("RUST_LOG", "info")
+                .netns(&c.nodes[i])
+                .log_file(config.with_extension("log"))
+                .ready(Ready::File(config.with_extension("sock")))
+                .timeout(Duration::from_secs(30))
+                .spawn()
+                .expect("margay-node starts in Kubernetes mode");
+            let client = Client::new(config.with_extension("sock"), Duration::from_secs(20));
+            wait_for(
+                &format!("{name} ready"),
+                Duration::from_secs(60),
+                || client.status().is_ok_and(|s| s.ready),
+                || agent.log_tail(30),
+            );
+            c.agents.push(agent);
+        }
+        c
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// Runs kubectl inside the infra namespace; returns (success, stdout + stderr).
+    fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let out = self
+            .infra
+            .command(kubectl_path())
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"))
+            .arg("--request-timeout=20s")
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let (ok, text) = self.kubectl(args);
+        assert!(ok, "kubectl {args:?}: {text}");
+        text
+    }
+
+    fn apply(&self, yaml: &str) -> String {
+        let f = self.dir.path().join(format!("obj-{}.yaml", yaml.len()));
+        std::fs::write(&f, yaml).unwrap();
+        self.kubectl_ok(&["apply", "-f", f.to_str().unwrap()])
+    }
+
+    /// Declares Pod `ns/name` on node `i` (0-based) with `labels`, then runs `margay-cni ADD` for
+    /// it on that node; returns its namespace and address.
+    fn pod(&self, i: usize, ns: &str, name: &str, labels: &str) -> (Netns, String) {
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {labels}\n\
+             spec:\n  nodeName: node-{}\n  containers:\n  - name: c\n    image: pause\n",
+            i + 1
+        ));
+        let pod_ns = Netns::with_tag(&format!("ks-{name}")).unwrap();
+        // The real plugin, as the runtime runs it on the node, with the network config that
+        // `margay-cni install` writes (the first plugin of the conflist).
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "k8s-pod-network",
+            "type": "margay-cni",
+            "agent_socket": self.dir.path().join(format!("node-{}.sock", i + 1)),
+            "log_file": self.dir.path().join("cni.log"),
+        });
+        let mut cmd = self.nodes[i].command(workspace_bin("margay-cni", "margay-cni"));
+        cmd.env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", format!("{ns}-{name}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_NETNS", pod_ns.path())
+            .env("CNI_PATH", "/opt/cni/bin")
+            .env(
+                "CNI_ARGS",
+                format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("margay-cni runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "margay-cni ADD {ns}/{name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let cidr = result["ips"][0]["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no address in {result}"))
+            .to_owned();
+        (pod_ns, cidr.trim_end_matches("/32").to_owned())
+    }
+
+    fn logs(&self) -> String {
+        self.agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("--- node-{}\n{}", i + 1, a.log_tail(15)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn pings(from: &Netns, ip: &str) -> bool {
+    from.exec(&["ping", "-c", "1", "-W", "1", ip]).is_ok()
+}
+
+#[test]
+fn three_nodes_in_kubernetes_mode() {
+    let mut c = KubeCluster::start("ks", 3);
+    c.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {team: blue}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n",
+    );
+    let (web_ns, web_ip) = c.pod(0, "shop", "web", "{app: web}");
+    let (cli_ns, cli_ip) = c.pod(1, "default", "client", "{app: client}");
+    let (db_ns, db_ip) = c.pod(2, "default", "db", "{app: db}");
+
+    for (from, to) in [(&cli_ns, &web_ip), (&web_ns, &db_ip), (&db_ns, &cli_ip)] {
+        wait_for(
+            &format!("a pod reaches {to} on another node"),
+            Duration::from_secs(60),
+            || pings(from, to),
+            || c.logs(),
+        );
+    }
+    let weps = c.kubectl_ok(&["get", "workloadendpoints", "-A"]);
+    assert_eq!(weps.matches("-k8s-").count(), 3, "{weps}");
+
+    // Every pod of shop isolated for ingress: the client on node-2 no longer reaches web, and
+    // still reaches db (default has no policy).
+    c.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: deny-all\n  namespace: shop\n\
+         spec:\n  podSelector: {}\n  policyTypes: [Ingress]\n",
+    );
+    wait_for(
+        "the NetworkPolicy applied with kubectl isolates shop's pods",
+        Duration::from_secs(60),
+        || !pings(&cli_ns, &web_ip),
+        || c.logs(),
+    );
+    assert!(pings(&cli_ns, &db_ip), "db (no policy) is still reachable");
+    c.kubectl_ok(&["delete", "networkpolicy", "-n", "shop", "deny-all"]);
+    wait_for(
+        "deleting the policy opens shop again",
+        Duration::from_secs(60),
+        || pings(&cli_ns, &web_ip),
+        || c.logs(),
+    );
+
+    // node-3 goes away: its agent stops, its Kubernetes Node is deleted; the controller releases
+    // its endpoint and block.
+    let controller = Daemon::builder("controllers", margay_node_bin())
+        .args(["--role", "controllers"])
+        .env("DATASTORE_TYPE", "kubernetes")
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("NODENAME", "controllers")
+        .env("RUST_LOG", "info")
+        .netns(&c.infra)
+        .log_file(c.dir.path().join("controllers.log"))
+        .ready(Ready::LogContains("controllers started".into()))
+        .timeout(Duration::from_secs(20))
+        .spawn()
+        .expect("margay-node --role controllers starts");
+    c.controller = Some(controller);
+    c.agents[2].stop().expect("stop node-3's agent");
+    let has_node3 = |c: &KubeCluster| {
+        let affinities = c.kubectl_ok(&["get", "blockaffinities", "-o", "name"]);
+        let weps = c.kubectl_ok(&["get", "workloadendpoints", "-A", "-o", "name"]);
+        affinities.contains("node-3") || weps.contains("node--3")
+    };
+    assert!(has_node3(&c), "node-3 holds a block before it goes");
+    c.kubectl_ok(&["delete", "node", "node-3"]);
+    wait_for(
+        "the controller releases node-3's endpoint and block",
+        Duration::from_secs(60),
+        || !has_node3(&c),
+        || {
+            c.controller
+                .as_ref()
+                .map(|d| d.log_tail(20))
+                .unwrap_or_default()
+        },
+    );
+    let margay_nodes = c.kubectl_ok(&["get", "nodes.crd.margay.dev", "-o", "name"]);
+    assert!(!margay_nodes.contains("node-3"), "{margay_nodes}");
+    assert!(pings(&cli_ns, &web_ip), "the other nodes are untouched");
+}
