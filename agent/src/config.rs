@@ -415,6 +415,22 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_etcd_file_variable_means_none() {
+        let mut c = etcd_config();
+        c.apply_env(|k| match k {
+            "ETCD_CA_CERT_FILE" => Some(String::new()),
+            "ETCD_CERT_FILE" => Some("/margay-secrets/etcd-cert".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.datastore.etcd_ca_file, None);
+        assert_eq!(
+            c.datastore.etcd_cert_file,
+            Some(PathBuf::from("/margay-secrets/etcd-cert"))
+        );
+    }
+
+    #[test]
     fn a_bad_datastore_type_names_the_variable() {
         let err = AgentConfig::default()
             .apply_env(|k| (k == "DATASTORE_TYPE").then(|| "etcd".to_string()))

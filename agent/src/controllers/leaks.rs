@@ -1,6 +1,11 @@
 //! The IPAM leak check on a timer: what IPAM holds that no WorkloadEndpoint or Node accounts
 //! for is released once it has been seen for a grace period (so that an address a pod is being
 //! set up with, whose endpoint is not written yet, is never taken for a leak).
+//!
+//! What is alive comes from the stored WorkloadEndpoints (their `ipamHandleID`). If Kubernetes
+//! mode stops storing them (endpoints derived from Pods), [`live`] must take the handles from
+//! wherever the endpoints then are, or every address would be released as a leak after the grace
+//! period.
 
 use std::collections::HashSet;
 use std::sync::Arc;
