@@ -16,6 +16,8 @@
 //!   `Synced`, then changes; it resumes after a lost connection from the last revision seen, and
 //!   when that revision has been compacted it lists again and reports only the difference,
 //!   followed by `Synced` again.
+//! - [`audit::Recorder`] wraps a datastore and records each call's verb and kind (the RBAC test
+//!   checks a component's calls against its role with it).
 //! - [`Typed`] is the typed view for Kubernetes-style resources (the `margay-api` types and
 //!   k8s-openapi's), with the revision in `metadata.resourceVersion`.
 //!
