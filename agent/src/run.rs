@@ -303,12 +303,6 @@ pub async fn run_node(
     let (speaker, kinds) = (bgp.speaker, bgp.kinds);
 
     let applied = crate::policy::AppliedIndex::default();
-    let policy = crate::policy::spawn(
-        Arc::clone(&ds),
-        node.clone(),
-        readiness.clone(),
-        applied.clone(),
-    );
     let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
     let agent = Arc::new(
         LocalAgent::new(
@@ -360,6 +354,13 @@ pub async fn run_node(
         ))
     };
     let settings = crate::settings::follow(&ds, &node).await;
+    let policy = crate::policy::spawn(
+        Arc::clone(&ds),
+        node.clone(),
+        readiness.clone(),
+        applied,
+        settings.clone(),
+    );
     let resync = tokio::spawn(refresh_routes(
         Arc::clone(&routes),
         Arc::clone(&sysctls),
