@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! node_name = "node-1"              # default: $NODENAME, then the host name
-//! role = "node"                     # node | route-reflector
+//! role = "node"                     # node | route-reflector | controllers
 //! socket = "/var/run/margay/agent.sock"
 //! health_port = 9099
 //! metrics_port = 9091
@@ -31,6 +31,9 @@ pub enum Role {
     Node,
     /// Only the BGP speaker, as a route reflector (the reflector Deployment).
     RouteReflector,
+    /// The cluster's controllers: IPAM of deleted nodes, leak checks, and in etcd mode the copy
+    /// of Namespaces, Pods and NetworkPolicies into etcd (the controller Deployment).
+    Controllers,
 }
 
 /// Which datastore backend holds Margay's resources.
@@ -205,7 +208,7 @@ impl AgentConfig {
     /// Applies Calico-style environment variables over the file: `NODENAME`, `IP`,
     /// `IP_AUTODETECTION_METHOD`, `DATASTORE_TYPE`,
     /// `ETCD_ENDPOINTS` (comma separated), `ETCD_CA_CERT_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`,
-    /// `KUBECONFIG`. `env` is passed in so that tests do not touch the process environment.
+    /// `KUBECONFIG`; an empty `ETCD_*_FILE` means none (as an empty ConfigMap value). `env` is passed in so that tests do not touch the process environment.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NODENAME") {
             self.node_name = Some(v);
@@ -238,13 +241,13 @@ impl AgentConfig {
                 .collect();
         }
         if let Some(v) = env("ETCD_CA_CERT_FILE") {
-            self.datastore.etcd_ca_file = Some(v.into());
+            self.datastore.etcd_ca_file = (!v.is_empty()).then(|| v.into());
         }
         if let Some(v) = env("ETCD_CERT_FILE") {
-            self.datastore.etcd_cert_file = Some(v.into());
+            self.datastore.etcd_cert_file = (!v.is_empty()).then(|| v.into());
         }
         if let Some(v) = env("ETCD_KEY_FILE") {
-            self.datastore.etcd_key_file = Some(v.into());
+            self.datastore.etcd_key_file = (!v.is_empty()).then(|| v.into());
         }
         if let Some(v) = env("KUBECONFIG") {
             self.datastore.kubeconfig = Some(v.into());
