@@ -73,7 +73,20 @@ fn policy(j: usize) -> (PolicyKey, NetworkPolicySpec) {
     )
 }
 
-fn model(policies: usize, endpoints: usize) -> Compiler {
+/// The inputs, built before any timing (as the agent has them decoded from its watches).
+struct Inputs {
+    endpoints: Vec<((String, String), Endpoint)>,
+    policies: Vec<(PolicyKey, NetworkPolicySpec)>,
+}
+
+fn inputs(policies: usize, endpoints: usize) -> Inputs {
+    Inputs {
+        endpoints: (0..endpoints).map(|i| endpoint(i, &role(i))).collect(),
+        policies: (0..policies).map(policy).collect(),
+    }
+}
+
+fn model(inputs: Inputs) -> Compiler {
     let mut c = Compiler::new();
     for n in 0..NAMESPACES {
         c.upsert_namespace(
@@ -81,13 +94,11 @@ fn model(policies: usize, endpoints: usize) -> Compiler {
             BTreeMap::from([("team".to_owned(), format!("t{}", n % 5))]),
         );
     }
-    for i in 0..endpoints {
-        let (k, e) = endpoint(i, &role(i));
+    for (k, e) in inputs.endpoints {
         c.upsert_endpoint(k, e);
     }
-    for j in 0..policies {
-        let (k, s) = policy(j);
-        c.upsert_policy(k, &s);
+    for (k, s) in &inputs.policies {
+        c.upsert_policy(k.clone(), s);
     }
     c
 }
@@ -98,11 +109,13 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
     (out, t.elapsed().as_secs_f64())
 }
 
-fn run(policies: usize, endpoints: usize) {
-    // Margay: compile everything, then one programming (read, ipsets, iptables, ip6tables).
+/// Margay from nothing to programmed in a fresh namespace: (compiler, drivers, namespace,
+/// compile seconds, write seconds).
+fn margay(policies: usize, endpoints: usize) -> (Compiler, PolicyDataplane, Netns, f64, f64) {
     let a = Netns::with_tag("polb-a").expect("namespace (run as root)");
-    let (mut c, compile_s) = time(|| model(policies, endpoints));
-    let (mut dp, write_s) = a
+    let inputs = inputs(policies, endpoints);
+    let (mut c, compile_s) = time(|| model(inputs));
+    let (dp, write_s) = a
         .block_on(async {
             let mut dp = PolicyDataplane::new(Mode::Nft);
             dp.load_all(&c);
@@ -112,36 +125,51 @@ fn run(policies: usize, endpoints: usize) {
             (dp, t.elapsed().as_secs_f64())
         })
         .unwrap();
-    let margay_s = compile_s + write_s;
+    (c, dp, a, compile_s, write_s)
+}
 
-    // The same ruleset, restored plainly into a fresh namespace.
+fn run(policies: usize, endpoints: usize) {
+    // The machine is shared: each side runs three times, alternating, and the fastest counts.
+    let mut best: Option<(Compiler, PolicyDataplane, Netns, f64, f64)> = None;
+    let mut plain_s = f64::MAX;
     let dir = tempfile::tempdir().unwrap();
-    let save = |argv: &[&str], file: &str| {
-        let out = a.exec(argv).unwrap().stdout;
-        let path = dir.path().join(file);
-        std::fs::write(&path, out).unwrap();
-        path
-    };
-    let sets = save(&["ipset", "save"], "sets");
-    let v4 = save(&["iptables-save"], "v4");
-    let v6 = save(&["ip6tables-save"], "v6");
-    let rules = std::fs::read_to_string(&v4)
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with("-A"))
-        .count()
-        + std::fs::read_to_string(&v6)
+    let (sets, v4, v6) = (
+        dir.path().join("sets"),
+        dir.path().join("v4"),
+        dir.path().join("v6"),
+    );
+    for _ in 0..3 {
+        let m = margay(policies, endpoints);
+        // The same ruleset, restored plainly into a fresh namespace.
+        for (argv, path) in [
+            (&["ipset", "save"][..], &sets),
+            (&["iptables-save"][..], &v4),
+            (&["ip6tables-save"][..], &v6),
+        ] {
+            std::fs::write(path, m.2.exec(argv).unwrap().stdout).unwrap();
+        }
+        let b = Netns::with_tag("polb-b").expect("namespace");
+        let sh = |cmd: String| b.exec(&["sh", "-c", &cmd]).expect("plain restore");
+        let (_, p) = time(|| {
+            sh(format!("ipset restore < {}", sets.display()));
+            sh(format!("iptables-nft-restore < {}", v4.display()));
+            sh(format!("ip6tables-nft-restore < {}", v6.display()));
+        });
+        plain_s = plain_s.min(p);
+        if best.as_ref().is_none_or(|b| m.3 + m.4 < b.3 + b.4) {
+            best = Some(m);
+        }
+    }
+    let (mut c, mut dp, a, compile_s, write_s) = best.expect("three runs");
+    let margay_s = compile_s + write_s;
+    let count = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
             .unwrap()
             .lines()
             .filter(|l| l.starts_with("-A"))
-            .count();
-    let b = Netns::with_tag("polb-b").expect("namespace");
-    let sh = |cmd: String| b.exec(&["sh", "-c", &cmd]).expect("plain restore");
-    let (_, plain_s) = time(|| {
-        sh(format!("ipset restore < {}", sets.display()));
-        sh(format!("iptables-nft-restore < {}", v4.display()));
-        sh(format!("ip6tables-nft-restore < {}", v6.display()));
-    });
+            .count()
+    };
+    let rules = count(&v4) + count(&v6);
 
     // One remote pod's label change that moves it into other peer sets: ipset only.
     // (The policy numbered like the pod's namespace allows its role from that namespace.)

@@ -104,6 +104,12 @@ pub struct AgentConfig {
     /// How to detect the address (Calico's `IP_AUTODETECTION_METHOD`): `first-found`,
     /// `interface=REGEX`, `skip-interface=REGEX`, `can-reach=ADDR`, `cidr=CIDR[,CIDR]`.
     pub ip_autodetection_method: String,
+    /// This node's IPv6 BGP address as `ADDR/PREFIX` (Calico's `IP6`), `autodetect` (with
+    /// `ip6_autodetection_method`), or unset / `none`: no IPv6 sessions, IPv6 blocks not
+    /// exchanged.
+    pub ip6: Option<String>,
+    /// How to detect the IPv6 address (`IP6_AUTODETECTION_METHOD`), as `ip_autodetection_method`.
+    pub ip6_autodetection_method: String,
     /// Where the datastore is.
     pub datastore: DatastoreConfig,
     /// With `role = "route-reflector"`: the cluster id this dedicated reflector declares in its
@@ -123,6 +129,8 @@ impl Default for AgentConfig {
             log_level: "info".into(),
             ip: None,
             ip_autodetection_method: "first-found".into(),
+            ip6: None,
+            ip6_autodetection_method: "first-found".into(),
             datastore: DatastoreConfig::default(),
             route_reflector_cluster_id: None,
         }
@@ -211,6 +219,12 @@ impl AgentConfig {
         if let Some(v) = env("IP_AUTODETECTION_METHOD") {
             self.ip_autodetection_method = v;
         }
+        if let Some(v) = env("IP6") {
+            self.ip6 = Some(v);
+        }
+        if let Some(v) = env("IP6_AUTODETECTION_METHOD") {
+            self.ip6_autodetection_method = v;
+        }
         if let Some(v) = env("DATASTORE_TYPE") {
             self.datastore.kind = v.parse().map_err(|why| ConfigError::Env {
                 var: "DATASTORE_TYPE",
@@ -277,6 +291,29 @@ impl AgentConfig {
                 "ip",
                 ip,
                 "must be an IPv4 address, ADDR/PREFIX, or autodetect",
+            ));
+        }
+        if let Err(e) = self
+            .ip6_autodetection_method
+            .parse::<crate::autodetect::Method>()
+        {
+            return Err(invalid(
+                "ip6_autodetection_method",
+                &self.ip6_autodetection_method,
+                e.to_string(),
+            ));
+        }
+        if let Some(ip) = self
+            .ip6
+            .as_deref()
+            .filter(|ip| !matches!(*ip, "autodetect" | "none" | ""))
+            && ip.parse::<std::net::Ipv6Addr>().is_err()
+            && ip.parse::<ipnet::Ipv6Net>().is_err()
+        {
+            return Err(invalid(
+                "ip6",
+                ip,
+                "must be an IPv6 address, ADDR/PREFIX, autodetect, or none",
             ));
         }
         if !self.socket.is_absolute() {

@@ -25,6 +25,7 @@ use margay_api::k8s_openapi::api::core::v1::Secret;
 use margay_api::node::NodeBGPSpec;
 use margay_api::{BGPConfiguration, BGPConfigurationSpec, BGPPeer, MargayNode, NodeSpec};
 use margay_bgp::rib::{NextHopMode, RouteChange};
+use margay_bgp::wire::Family;
 use margay_bgp::{GracefulRestart, PeerConfig, Speaker, SpeakerConfig};
 use margay_datastore::{Backoff, Datastore, Event, Typed};
 use tokio::sync::Mutex;
@@ -59,6 +60,8 @@ pub async fn cluster_config(ds: &Arc<dyn Datastore>) -> anyhow::Result<BGPConfig
 pub struct Registration {
     /// Its BGP address as `ADDR/PREFIX`.
     pub ipv4: Option<IpNet>,
+    /// Its IPv6 BGP address as `ADDR/PREFIX`, if it has one.
+    pub ipv6: Option<IpNet>,
     /// Route-reflector cluster id (dedicated reflectors set theirs from their config).
     pub cluster_id: Option<Ipv4Addr>,
     /// Labels to add (e.g. `route-reflector=true` on dedicated reflectors).
@@ -75,12 +78,14 @@ pub async fn register_node(
 ) -> anyhow::Result<()> {
     let nodes = Typed::<MargayNode>::new(Arc::clone(ds));
     let addr = reg.ipv4.map(|a| a.to_string());
+    let addr6 = reg.ipv6.map(|a| a.to_string());
     let cluster = reg.cluster_id.map(|c| c.to_string());
     let mut fresh = MargayNode::new(
         node,
         NodeSpec {
             bgp: Some(NodeBGPSpec {
                 ipv4_address: addr.clone(),
+                ipv6_address: addr6.clone(),
                 route_reflector_cluster_id: cluster.clone(),
                 ..Default::default()
             }),
@@ -99,6 +104,8 @@ pub async fn register_node(
                     if addr.is_some() {
                         bgp.ipv4_address = addr.clone();
                     }
+                    // The IPv6 address is this node's to state: a node without one clears it.
+                    bgp.ipv6_address = addr6.clone();
                     if cluster.is_some() {
                         bgp.route_reflector_cluster_id = cluster.clone();
                     }
@@ -195,6 +202,13 @@ fn peer_config(d: &DesiredPeer) -> PeerConfig {
     c.port = d.port;
     c.rr_client = d.rr_client;
     c.password = d.password.clone();
+    // One session per family, between addresses of that family (as Calico's BIRD): IPv6
+    // routes need an IPv6 next hop.
+    c.families = vec![if d.addr.is_ipv4() {
+        Family::Ipv4Unicast
+    } else {
+        Family::Ipv6Unicast
+    }];
     if d.keep_original_next_hop {
         c.next_hop = Some(NextHopMode::Unchanged);
     }
@@ -339,6 +353,8 @@ pub struct BgpParams {
     pub node: String,
     /// This node's BGP address (router id, session source, next hop).
     pub addr: Ipv4Addr,
+    /// This node's IPv6 BGP address (source and next hop of the IPv6 sessions), if any.
+    pub addr6: Option<std::net::Ipv6Addr>,
     /// The route driver for learned routes (`None` on a dedicated route reflector).
     pub routes: Option<Arc<Mutex<RouteDriver>>>,
     /// Our affine blocks (never installed from BGP).
@@ -403,8 +419,13 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<Bgp> 
         SpeakerConfig {
             local_as: local.asn,
             router_id: p.addr,
+            // `[::]` takes IPv4 connections too (as mapped addresses) on a dual-stack host.
             listen: Some(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                if p.addr6.is_some() {
+                    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                },
                 local.port,
             )),
             cluster_id: local.cluster_id,
@@ -457,6 +478,7 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<Bgp> 
         .subscribe()
         .context("cannot subscribe to best paths")?;
     let me = IpAddr::V4(p.addr);
+    let me6 = p.addr6.map(IpAddr::V6);
     let (routes, own_blocks, learned) = (p.routes, p.own_blocks, p.learned);
     tokio::spawn(async move {
         while let Some(batch) = changes.recv().await {
@@ -471,7 +493,7 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<Bgp> 
                     RouteChange::Add { prefix, next_hop }
                     | RouteChange::Replace { prefix, next_hop } => {
                         let p = IpNet::from(prefix);
-                        if own.contains(&p) || next_hop == me {
+                        if own.contains(&p) || next_hop == me || Some(next_hop) == me6 {
                             continue;
                         }
                         let gw = match via.get(&next_hop) {

@@ -37,8 +37,10 @@ pub async fn run_reflector(
     let cluster_id = config
         .route_reflector_cluster_id
         .unwrap_or(DEFAULT_CLUSTER_ID);
+    let addr6 = crate::run::node_address6(&config)?;
     let reg = Registration {
         ipv4: Some(IpNet::V4(addr)),
+        ipv6: addr6.map(IpNet::V6),
         cluster_id: Some(cluster_id),
         labels: BTreeMap::from([(LABEL.to_string(), "true".to_string())]),
     };
@@ -48,6 +50,7 @@ pub async fn run_reflector(
         BgpParams {
             node: node.clone(),
             addr: addr.addr(),
+            addr6: addr6.map(|a| a.addr()),
             routes: None,
             own_blocks: Arc::new(tokio::sync::Mutex::new(BTreeSet::new())),
             learned: Arc::new(tokio::sync::Mutex::new(BTreeSet::new())),

@@ -249,8 +249,10 @@ pub async fn run_node(
     let sysctls = Arc::new(Mutex::new(sysctls));
 
     let addr = node_address(&config)?;
+    let addr6 = node_address6(&config)?;
     let registration = crate::mesh::Registration {
         ipv4: Some(IpNet::V4(addr)),
+        ipv6: addr6.map(IpNet::V6),
         ..Default::default()
     };
     crate::mesh::register_node(&ds, &node, &registration).await?;
@@ -288,6 +290,7 @@ pub async fn run_node(
         crate::mesh::BgpParams {
             node: node.clone(),
             addr: addr.addr(),
+            addr6: addr6.map(|a| a.addr()),
             routes: Some(Arc::clone(&routes)),
             own_blocks: Arc::clone(&own_blocks),
             learned,
@@ -300,12 +303,6 @@ pub async fn run_node(
     let (speaker, kinds) = (bgp.speaker, bgp.kinds);
 
     let applied = crate::policy::AppliedIndex::default();
-    let policy = crate::policy::spawn(
-        Arc::clone(&ds),
-        node.clone(),
-        readiness.clone(),
-        applied.clone(),
-    );
     let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
     let agent = Arc::new(
         LocalAgent::new(
@@ -357,6 +354,13 @@ pub async fn run_node(
         ))
     };
     let settings = crate::settings::follow(&ds, &node).await;
+    let policy = crate::policy::spawn(
+        Arc::clone(&ds),
+        node.clone(),
+        readiness.clone(),
+        applied,
+        settings.clone(),
+    );
     let resync = tokio::spawn(refresh_routes(
         Arc::clone(&routes),
         Arc::clone(&sysctls),
@@ -420,6 +424,23 @@ async fn refresh_routes(
         }
         let (repaired, _) = sysctls.lock().await.resync_counted();
         metrics.resynced("sysctls", repaired);
+    }
+}
+
+/// The node's IPv6 BGP address: configured (`ip6`), detected, or none.
+pub(crate) fn node_address6(config: &AgentConfig) -> anyhow::Result<Option<ipnet::Ipv6Net>> {
+    match config.ip6.as_deref() {
+        None | Some("none" | "") => Ok(None),
+        Some("autodetect") => {
+            let method: crate::autodetect::Method = config.ip6_autodetection_method.parse()?;
+            match crate::autodetect::detect(&method, true, &config.ip6_autodetection_method)? {
+                IpNet::V6(n) => Ok(Some(n)),
+                IpNet::V4(n) => anyhow::bail!("detected {n}, an IPv4 address, for ip6"),
+            }
+        }
+        Some(ip) => Ok(Some(ip.parse::<ipnet::Ipv6Net>().or_else(|_| {
+            ip.parse::<std::net::Ipv6Addr>().map(ipnet::Ipv6Net::from)
+        })?)),
     }
 }
 

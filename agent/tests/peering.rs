@@ -353,6 +353,12 @@ fn an_external_router_learns_every_block_and_service_cidr_and_its_default_route_
     // Removing the service CIDR from BGPConfiguration withdraws it, and the sessions, whose
     // settings did not change, stay up (BIRD's "since" of each is unchanged).
     let since = || birdc(&dir, &["show", "protocols"]);
+    wait_for(
+        "both of the router's sessions are Established",
+        Duration::from_secs(60),
+        || since().matches("Established").count() == 2,
+        since,
+    );
     let before = since();
     std::thread::sleep(Duration::from_millis(1100));
     with_datastore(&c.nodes[0], &c.endpoint, |ds| {

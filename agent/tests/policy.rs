@@ -132,3 +132,47 @@ fn network_policy_across_two_nodes_with_real_agents() {
         "b → a: the reply from a rides conntrack"
     );
 }
+
+#[test]
+fn ipv6_is_enforced_with_ip6tables_and_inet6_sets() {
+    let mut lab = Lab::new("pol6", 1, "2s");
+    lab.namespace("x", &[("ns", "x")]);
+    lab.pod_dual(0, "x", "a");
+    lab.pod_dual(0, "x", "b");
+    lab.pod_dual(0, "x", "c");
+    let (a, b, c) = (0, 1, 2);
+    for (i, name) in [(a, "a"), (b, "b"), (c, "c")] {
+        lab.label(i, &[("pod", name)], vec![]);
+    }
+    let tcp6 =
+        |lab: &Lab, f: usize, t: usize| lab.probe6(f, t, 80, Proto::Tcp, Duration::from_secs(1));
+    wait_for(
+        "pods reach each other over IPv6",
+        Duration::from_secs(15),
+        || tcp6(&lab, a, b) && tcp6(&lab, c, b),
+        || lab.nodes[0].exec(&["ip", "-6", "route"]).unwrap().stdout,
+    );
+
+    // b takes only a, over both families.
+    lab.apply(
+        "x",
+        "b-from-a",
+        json!({"podSelector": {"matchLabels": {"pod": "b"}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}]}]}),
+    );
+    assert!(tcp6(&lab, a, b) && !tcp6(&lab, c, b));
+    assert!(tcp(&lab, a, b, 80) && !tcp(&lab, c, b, 80));
+
+    // An IPv6 ipBlock: c's /128 allowed, by address; no IPv4 block, so no IPv4 from c.
+    let c6 = lab.pods[c].ip6.clone().unwrap();
+    lab.apply(
+        "x",
+        "b-from-a",
+        json!({"podSelector": {"matchLabels": {"pod": "b"}},
+               "ingress": [{"from": [{"ipBlock": {"cidr": "fd00:100:64::/112", "except": [format!("{}/128", lab.pods[a].ip6.clone().unwrap())]}}]}]}),
+    );
+    assert!(tcp6(&lab, c, b) && !tcp6(&lab, a, b), "{c6}");
+    assert!(!tcp(&lab, c, b, 80) && !tcp(&lab, a, b, 80));
+    let v6 = lab.nodes[0].exec(&["ip6tables-save"]).unwrap().stdout;
+    assert!(v6.contains("-j mgy-FORWARD"), "{v6}");
+}

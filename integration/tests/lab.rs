@@ -480,9 +480,9 @@ fn commands_without_a_lab_say_how_to_start_one() {
 }
 
 #[test]
-fn a_dual_stack_lab_gives_pods_both_families() {
+fn a_dual_stack_lab_gives_pods_both_families_routed_between_nodes() {
     let lab = Lab::new();
-    lab.ok(&["up", "--nodes", "1", "--pods-per-node", "2", "--ipv6"]);
+    lab.ok(&["up", "--nodes", "2", "--pods-per-node", "1", "--ipv6"]);
     let s = lab.status();
     let node = &s["nodes"][0];
     let blocks: Vec<&str> = node["blocks"]
@@ -499,9 +499,14 @@ fn a_dual_stack_lab_gives_pods_both_families() {
         blocks.iter().any(|b| b.starts_with("fd00:100:64:")),
         "{blocks:?}"
     );
-    let pods = node["pods"].as_array().unwrap();
+    let pods: Vec<&serde_json::Value> = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| n["pods"].as_array().unwrap())
+        .collect();
     assert_eq!(pods.len(), 2);
-    for p in pods {
+    for p in &pods {
         let ips = p["ips"].as_array().unwrap();
         assert_eq!(ips.len(), 2, "{p}");
         assert!(
@@ -514,7 +519,8 @@ fn a_dual_stack_lab_gives_pods_both_families() {
             "{p}"
         );
     }
-    // Over IPv6 between the two pods of the node.
+    // Over IPv6 between the pods of the two nodes, both ways (IPv6 blocks learned over the
+    // nodes' IPv6 sessions).
     let v6 = pods[1]["ips"]
         .as_array()
         .unwrap()
@@ -525,6 +531,16 @@ fn a_dual_stack_lab_gives_pods_both_families() {
         .to_owned();
     let from = pods[0]["name"].as_str().unwrap().to_owned();
     assert_eq!(lab.code(&["ping", &from, &v6, "-c", "1"]), 0);
+    let back = pods[0]["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .find(|i| i.contains(':'))
+        .unwrap()
+        .to_owned();
+    let to = pods[1]["name"].as_str().unwrap().to_owned();
+    assert_eq!(lab.code(&["ping", &to, &back, "-c", "1"]), 0);
     let before = lab.state();
     lab.ok(&["down"]);
     assert_nothing_left(&lab, &before);

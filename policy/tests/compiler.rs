@@ -595,3 +595,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_pod_with_two_addresses_of_a_family_gets_a_source_check_chain() {
+    let mut c = Compiler::new();
+    let (k, a) = pod("x", "a", "100.64.0.1,100.64.0.2", &[], true);
+    c.upsert_endpoint(k, a.clone());
+    let sp = margay_policy::names::source_check_chain(&a.iface);
+    assert_eq!(
+        bodies(&c, Family::V4, &from_workload_chain(&a.iface)),
+        [format!("-j {sp}")]
+    );
+    assert_eq!(
+        bodies(&c, Family::V4, &sp),
+        [
+            "-s 100.64.0.1/32 -j RETURN",
+            "-s 100.64.0.2/32 -j RETURN",
+            "-j DROP"
+        ]
+    );
+    // No IPv6 address: nothing from it over IPv6.
+    assert_eq!(
+        bodies(&c, Family::V6, &from_workload_chain(&a.iface)),
+        ["-j DROP"]
+    );
+}

@@ -15,6 +15,10 @@ use tracing::debug;
 
 use super::iptables::{IptablesError, run};
 
+/// The most members a set may hold (the kernel's default, 65536, is too few for a selector
+/// over every pod of a large cluster; Calico uses the same).
+const MAXELEM: u32 = 1_048_576;
+
 /// A set's header as `ipset save` prints it: (type, family), e.g. (`hash:net`, `inet`).
 pub type Header = (String, String);
 
@@ -143,7 +147,9 @@ impl IpsetDriver {
             };
             let have = match actual.get(name) {
                 None => {
-                    out.push_str(&format!("create {name} {kind} family {family}\n"));
+                    out.push_str(&format!(
+                        "create {name} {kind} family {family} maxelem {MAXELEM}\n"
+                    ));
                     r.created += 1;
                     &empty
                 }
@@ -178,7 +184,7 @@ impl IpsetDriver {
                 }
                 Some(((kind, family), members)) if h != &(kind.clone(), family.clone()) => {
                     out.push_str(&format!(
-                        "destroy {name}\ncreate {name} {kind} family {family}\n"
+                        "destroy {name}\ncreate {name} {kind} family {family} maxelem {MAXELEM}\n"
                     ));
                     for m in members {
                         out.push_str(&format!("add {name} {m}\n"));
@@ -307,7 +313,7 @@ mod tests {
         let (up, r) = d.plan_updates(&actual);
         assert_eq!(
             up,
-            "create mgy4b-b hash:net family inet\nadd mgy4b-b 100.64.0.0/16\nadd mgy4b-b 100.64.1.0/24 nomatch\n\
+            "create mgy4b-b hash:net family inet maxelem 1048576\nadd mgy4b-b 100.64.0.0/16\nadd mgy4b-b 100.64.1.0/24 nomatch\n\
              del mgy4s-a 100.64.0.9\nadd mgy4s-a 100.64.0.2\n"
         );
         assert_eq!((r.created, r.added, r.removed), (1, 3, 1));

@@ -141,6 +141,9 @@ pub struct TableActual {
     pub chains: BTreeMap<String, Vec<Option<String>>>,
     /// Our rules in built-in (or other foreign) chains.
     pub hooks: BTreeMap<String, Vec<(Option<String>, String)>>,
+    /// Built-in chains where a rule of someone else's comes before one of ours: ours are put
+    /// back on top (a rule above them could accept what policy drops).
+    pub displaced: BTreeSet<String>,
 }
 
 static HASH: LazyLock<Regex> =
@@ -150,8 +153,10 @@ static HASH: LazyLock<Regex> =
 pub fn parse_save(text: &str) -> BTreeMap<String, TableActual> {
     let mut out: BTreeMap<String, TableActual> = BTreeMap::new();
     let mut table: Option<String> = None;
+    let mut foreign_seen: BTreeSet<String> = BTreeSet::new();
     for line in text.lines() {
         if let Some(t) = line.strip_prefix('*') {
+            foreign_seen.clear();
             table = Some(t.trim().to_owned());
             out.entry(t.trim().to_owned()).or_default();
             continue;
@@ -175,11 +180,16 @@ pub fn parse_save(text: &str) -> BTreeMap<String, TableActual> {
             } else if line.contains(&format!("--comment \"{COMMENT_PREFIX}"))
                 || line.contains(&format!("--comment {COMMENT_PREFIX}"))
             {
+                if foreign_seen.contains(chain) {
+                    actual.displaced.insert(chain.to_owned());
+                }
                 actual
                     .hooks
                     .entry(chain.to_owned())
                     .or_default()
                     .push((hash, line.to_owned()));
+            } else {
+                foreign_seen.insert(chain.to_owned());
             }
         }
     }
@@ -287,7 +297,7 @@ fn plan_table(
             .unwrap_or_default();
         let want_hashes: Vec<Option<String>> = want.iter().map(|r| Some(r.hash.clone())).collect();
         let have_hashes: Vec<Option<String>> = have.iter().map(|(h, _)| h.clone()).collect();
-        if want_hashes == have_hashes {
+        if want_hashes == have_hashes && !actual.displaced.contains(base) {
             continue;
         }
         for (_, line) in have {
@@ -610,7 +620,7 @@ mod tests {
         assert_eq!(report.hooks_written, 1);
         // What the kernel prints back, parsed, is in sync.
         let saved = format!(
-            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:mgy-a - [0:0]\n-A FORWARD -j DOCKER\n{}\n{}\n{}\nCOMMIT\n",
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:mgy-a - [0:0]\n{}\n-A FORWARD -j DOCKER\n{}\n{}\nCOMMIT\n",
             lines[4].replacen("-I FORWARD 1", "-A FORWARD", 1),
             lines[2],
             lines[3]
@@ -632,6 +642,28 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("KUBE-X"), "{text}");
+    }
+
+    #[test]
+    fn a_hook_below_someone_elses_rule_is_put_back_on_top() {
+        let d = driver();
+        let (text, _) = d.plan(&BTreeMap::new());
+        let hook = text
+            .lines()
+            .find(|l| l.starts_with("-I FORWARD"))
+            .unwrap()
+            .replacen("-I FORWARD 1", "-A FORWARD", 1);
+        let a: Vec<&str> = text.lines().filter(|l| l.starts_with("-A mgy-a")).collect();
+        let chain = format!(":mgy-a - [0:0]\n{}\n{}\n", a[0], a[1]);
+        let on_top = format!("*filter\n{chain}{hook}\n-A FORWARD -j KUBE-FORWARD\nCOMMIT\n");
+        assert!(d.plan(&parse_save(&on_top)).0.is_empty());
+        let below = format!("*filter\n{chain}-A FORWARD -j KUBE-FORWARD\n{hook}\nCOMMIT\n");
+        let (fix, _) = d.plan(&parse_save(&below));
+        assert!(
+            fix.contains("-D FORWARD -m comment") && fix.contains("-I FORWARD 1 "),
+            "{fix}"
+        );
+        assert!(!fix.contains("KUBE-FORWARD"), "{fix}");
     }
 
     #[test]

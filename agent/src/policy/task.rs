@@ -8,7 +8,7 @@ use futures::StreamExt;
 use margay_api::agentconfig::IptablesBackend;
 use margay_api::k8s::{Namespace, NetworkPolicy};
 use margay_api::workload::{LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT};
-use margay_api::{AgentConfiguration, AgentSettings, IPPool, WorkloadEndpoint};
+use margay_api::{AgentSettings, IPPool, WorkloadEndpoint};
 use margay_datastore::{Backoff, Datastore, Event, Typed};
 use margay_policy::{Compiler, Endpoint, NamedPort, PolicyKey};
 use tokio::sync::mpsc;
@@ -19,6 +19,7 @@ use super::applied::{AppliedIndex, ObjectId};
 use super::dataplane::PolicyDataplane;
 use crate::dataplane::iptables::{Mode, detect_mode};
 use crate::health::Readiness;
+use crate::settings::Settings;
 
 /// How long to wait before retrying a failed programming.
 const RETRY: Duration = Duration::from_secs(1);
@@ -74,53 +75,45 @@ fn id(kind: &str, ns: Option<&str>, name: &str) -> ObjectId {
     )
 }
 
-/// Starts the policy task for `node`; it runs until aborted (its watches with it).
+/// Starts the policy task for `node`; it runs until aborted (its watches with it). The resync
+/// interval follows `settings` live (the shorter of `iptablesRefreshInterval` and
+/// `ipsetsRefreshInterval`); the iptables backend is chosen once, at start.
 pub fn spawn(
     ds: Arc<dyn Datastore>,
     node: String,
     readiness: Readiness,
     applied: AppliedIndex,
+    settings: Settings,
 ) -> tokio::task::JoinHandle<()> {
     readiness.declare(
         "policy",
         "waiting for the initial sync of namespaces, network policies and workload endpoints",
     );
-    tokio::spawn(run(ds, node, readiness, applied).instrument(info_span!("policy")))
+    tokio::spawn(run(ds, node, readiness, applied, settings).instrument(info_span!("policy")))
 }
 
-async fn settings(ds: &Arc<dyn Datastore>, node: &str) -> AgentSettings {
-    let objs = match Typed::<AgentConfiguration>::new(Arc::clone(ds))
-        .list(None)
-        .await
-    {
-        Ok((o, _)) => o,
-        Err(e) => {
-            warn!(error = %e, "cannot read AgentConfigurations; using the built-in defaults");
-            Vec::new()
-        }
-    };
-    match AgentSettings::resolve(&objs, node) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "invalid AgentConfiguration; using the built-in defaults");
-            AgentSettings::resolve(&[], node).expect("the built-in defaults are valid")
-        }
-    }
+fn interval(s: &AgentSettings) -> Duration {
+    s.iptables_refresh_interval
+        .min(s.ipsets_refresh_interval)
+        .max(Duration::from_millis(100))
 }
 
-async fn run(ds: Arc<dyn Datastore>, node: String, readiness: Readiness, applied: AppliedIndex) {
-    let settings = settings(&ds, &node).await;
-    let mode = match settings.iptables_backend {
+async fn run(
+    ds: Arc<dyn Datastore>,
+    node: String,
+    readiness: Readiness,
+    applied: AppliedIndex,
+    mut settings: Settings,
+) {
+    let backend = settings.borrow().iptables_backend;
+    let mode = match backend {
         IptablesBackend::Nft => Mode::Nft,
         IptablesBackend::Legacy => Mode::Legacy,
         IptablesBackend::Auto => tokio::task::spawn_blocking(detect_mode)
             .await
             .unwrap_or(Mode::Nft),
     };
-    let every = settings
-        .iptables_refresh_interval
-        .min(settings.ipsets_refresh_interval)
-        .max(Duration::from_millis(100));
+    let mut every = interval(&settings.borrow());
     info!(?mode, resync = ?every, "policy starting");
 
     let shared: SharedRef = Arc::default();
@@ -226,9 +219,8 @@ async fn run(ds: Arc<dyn Datastore>, node: String, readiness: Readiness, applied
 
     let mut dp = PolicyDataplane::new(mode);
     let mut first = true;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
+    let mut next_resync = tokio::time::Instant::now() + every;
+    let mut failures: u32 = 0;
     loop {
         let resync = tokio::select! {
             got = rx.recv() => {
@@ -237,8 +229,18 @@ async fn run(ds: Arc<dyn Datastore>, node: String, readiness: Readiness, applied
                 }
                 false
             }
-            _ = tick.tick() => true,
+            _ = tokio::time::sleep_until(next_resync) => true,
+            changed = settings.changed() => {
+                if changed.is_ok() {
+                    every = interval(&settings.borrow());
+                    next_resync = tokio::time::Instant::now() + every;
+                }
+                continue;
+            }
         };
+        if resync {
+            next_resync = tokio::time::Instant::now() + every;
+        }
         let revisions = {
             let mut s = lock(&shared);
             if !s.synced.iter().all(|x| *x) {
@@ -265,6 +267,7 @@ async fn run(ds: Arc<dyn Datastore>, node: String, readiness: Readiness, applied
         };
         match result {
             Ok(r) => {
+                failures = 0;
                 applied.publish(revisions);
                 if first {
                     info!(report = ?r, took = ?t.elapsed(), "network policy programmed");
@@ -275,10 +278,12 @@ async fn run(ds: Arc<dyn Datastore>, node: String, readiness: Readiness, applied
                 }
             }
             Err(e) => {
-                warn!(error = %e, "cannot program network policy; retrying");
+                failures += 1;
+                let wait = RETRY * 2u32.pow(failures.min(5) - 1);
+                warn!(error = %e, retry_in = ?wait, "cannot program network policy");
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    tokio::time::sleep(RETRY).await;
+                    tokio::time::sleep(wait).await;
                     let _ = tx.try_send(());
                 });
             }

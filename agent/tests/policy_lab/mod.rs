@@ -41,6 +41,8 @@ pub struct Pod {
     pub name: String,
     pub node: usize,
     pub ip: String,
+    /// The IPv6 address, for pods wired dual-stack.
+    pub ip6: Option<String>,
     pub host_if: String,
     pub wep: String,
 }
@@ -98,9 +100,10 @@ pub fn wait_for(
 
 /// Serves TCP (accept, write, close) and UDP (echo) on `port` until `stop`.
 fn serve(port: u16, stop: Arc<AtomicBool>) {
-    let tcp = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
+    // [::] takes IPv4 too (v4-mapped).
+    let tcp = TcpListener::bind(("::", port)).expect("bind tcp");
     tcp.set_nonblocking(true).unwrap();
-    let udp = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+    let udp = UdpSocket::bind(("::", port)).expect("bind udp");
     udp.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let mut buf = [0u8; 64];
@@ -126,7 +129,12 @@ pub fn probe_here(to: SocketAddr, proto: Proto, timeout: Duration) -> bool {
             Err(_) => false,
         },
         Proto::Udp => {
-            let Ok(s) = UdpSocket::bind(("0.0.0.0", 0)) else {
+            let any: SocketAddr = if to.is_ipv4() {
+                "0.0.0.0:0".parse().unwrap()
+            } else {
+                "[::]:0".parse().unwrap()
+            };
+            let Ok(s) = UdpSocket::bind(any) else {
                 return false;
             };
             s.set_read_timeout(Some(timeout)).ok();
@@ -180,10 +188,12 @@ impl Lab {
         nodes[0]
             .block_on(async move {
                 let ds = connect(ep).await;
-                Typed::<IPPool>::new(Arc::clone(&ds))
-                    .create(&IPPool::new("pool", IPPoolSpec::new("100.64.0.0/16")))
-                    .await
-                    .unwrap();
+                for (name, cidr) in [("pool", "100.64.0.0/16"), ("pool6", "fd00:100:64::/112")] {
+                    Typed::<IPPool>::new(Arc::clone(&ds))
+                        .create(&IPPool::new(name, IPPoolSpec::new(cidr)))
+                        .await
+                        .unwrap();
+                }
                 let cfg: AgentConfiguration = serde_json::from_value(serde_json::json!({
                     "apiVersion": "crd.margay.dev/v1", "kind": "AgentConfiguration",
                     "metadata": {"name": "default"},
@@ -237,6 +247,15 @@ impl Lab {
 
     /// Wires pod `namespace/name` on `node` as the CNI plugin does and starts its servers.
     pub fn pod(&mut self, node: usize, namespace: &str, name: &str) -> &Pod {
+        self.wire(node, namespace, name, false)
+    }
+
+    /// As [`Lab::pod`], with an IPv6 address too.
+    pub fn pod_dual(&mut self, node: usize, namespace: &str, name: &str) -> &Pod {
+        self.wire(node, namespace, name, true)
+    }
+
+    fn wire(&mut self, node: usize, namespace: &str, name: &str, v6: bool) -> &Pod {
         let i = self.pods.len();
         let ns = Netns::with_tag(&format!("p{i}")).unwrap();
         let host_if = format!("mgyp{i:010}");
@@ -252,13 +271,57 @@ impl Lab {
             .allocate(Allocate {
                 attachment: att.clone(),
                 num_v4: 1,
+                num_v6: u32::from(v6),
                 ..Default::default()
             })
             .unwrap();
         let cidr = got.addresses[0].clone();
+        let cidr6 = got.addresses.get(1).cloned();
         self.nodes[node]
             .connect(&host_if, &[], &ns, "eth0", &[])
             .unwrap();
+        if let Some(c6) = &cidr6 {
+            // As the CNI plugin: the host side's fixed MAC gives it the link-local gateway.
+            for argv in [
+                vec!["ip", "link", "set", host_if.as_str(), "down"],
+                vec![
+                    "ip",
+                    "link",
+                    "set",
+                    host_if.as_str(),
+                    "address",
+                    "ee:ee:ee:ee:ee:ee",
+                ],
+                vec!["ip", "link", "set", host_if.as_str(), "up"],
+            ] {
+                self.nodes[node].exec(&argv).unwrap();
+            }
+            for argv in [
+                vec![
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    c6.as_str(),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
+                vec![
+                    "ip",
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "fe80::ecee:eeff:feee:eeee",
+                    "dev",
+                    "eth0",
+                ],
+            ] {
+                ns.exec(&argv).unwrap();
+            }
+        }
         for argv in [
             vec!["ip", "addr", "add", cidr.as_str(), "dev", "eth0"],
             vec!["ip", "link", "set", "lo", "up"],
@@ -289,7 +352,7 @@ impl Lab {
             .endpoint_up(EndpointUp {
                 attachment: att,
                 host_ifname: host_if.clone(),
-                addresses: vec![cidr.clone()],
+                addresses: got.addresses.clone(),
                 mac: String::new(),
             })
             .unwrap();
@@ -304,6 +367,7 @@ impl Lab {
             name: name.into(),
             node,
             ip: cidr.trim_end_matches("/32").to_owned(),
+            ip6: cidr6.map(|c| c.trim_end_matches("/128").to_owned()),
             host_if,
             wep: WorkloadEndpoint::name_for(&format!("node-{}", node + 1), name, "eth0"),
         });
@@ -437,6 +501,23 @@ impl Lab {
         timeout: Duration,
     ) -> bool {
         let addr: SocketAddr = SocketAddr::new(self.pods[to].ip.parse().unwrap(), port);
+        self.pods[from]
+            .ns
+            .run(move || probe_here(addr, proto, timeout))
+            .unwrap()
+    }
+
+    /// Probes `from` → `to` once over IPv6.
+    pub fn probe6(
+        &self,
+        from: usize,
+        to: usize,
+        port: u16,
+        proto: Proto,
+        timeout: Duration,
+    ) -> bool {
+        let ip = self.pods[to].ip6.as_deref().expect("a dual-stack pod");
+        let addr: SocketAddr = SocketAddr::new(ip.parse().unwrap(), port);
         self.pods[from]
             .ns
             .run(move || probe_here(addr, proto, timeout))

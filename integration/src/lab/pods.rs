@@ -447,9 +447,18 @@ fn check_label_key(k: &str, arg: &str) -> anyhow::Result<()> {
 /// Waits until every node routes to every pod's IPv4 address: its own pods over their veth
 /// (`dev mgy…`), the others' via the owning node's underlay address (learned over BGP).
 pub fn wait_routes(st: &State, timeout: Duration) -> anyhow::Result<()> {
+    wait_family(st, false, timeout)
+}
+
+/// As [`wait_routes`], for the pods' IPv6 addresses.
+pub fn wait_routes_v6(st: &State, timeout: Duration) -> anyhow::Result<()> {
+    wait_family(st, true, timeout)
+}
+
+fn wait_family(st: &State, v6: bool, timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
-        let missing = missing_routes(st, false);
+        let missing = missing_routes(st, v6);
         if missing.is_empty() {
             return Ok(());
         }

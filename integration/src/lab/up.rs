@@ -208,10 +208,14 @@ fn build(
         std::fs::write(
             &config,
             format!(
-                "node_name = \"{}\"\nsocket = \"{}\"\nip = \"{}/24\"\n[datastore]\netcd_endpoints = [\"{}\"]\n",
+                "node_name = \"{}\"\nsocket = \"{}\"\nip = \"{}/24\"\n{}[datastore]\netcd_endpoints = [\"{}\"]\n",
                 n.name,
                 n.socket.display(),
                 n.ipv4,
+                n.ipv6
+                    .as_ref()
+                    .map(|a| format!("ip6 = \"{a}/64\"\n"))
+                    .unwrap_or_default(),
                 st.etcd_endpoint
             ),
         )?;
@@ -276,20 +280,8 @@ fn build(
             progress("every agent has the pods' labels in its policy", t0);
         }
         if o.ipv6 {
-            let grace = Instant::now() + Duration::from_secs(5);
-            let mut missing = pods::missing_routes(st, true);
-            while !missing.is_empty() && Instant::now() < grace {
-                std::thread::sleep(Duration::from_millis(200));
-                missing = pods::missing_routes(st, true);
-            }
-            if missing.is_empty() {
-                progress("every node routes to every pod (IPv6)", t0);
-            } else {
-                eprintln!(
-                    "  warning: IPv6 is not routed between nodes: the agents do not exchange IPv6 blocks over BGP yet ({}); pods reach each other over IPv6 on the same node only",
-                    missing.len()
-                );
-            }
+            pods::wait_routes_v6(st, o.timeout)?;
+            progress("every node routes to every pod (IPv6)", t0);
         }
     }
     wait_published(st, o.timeout)?;
@@ -302,7 +294,9 @@ fn build(
 /// Waits until every node's NodeStatus (what `status` shows, written every 10 s by its agent)
 /// reports all its mesh sessions Established.
 fn wait_published(st: &State, timeout: Duration) -> anyhow::Result<()> {
-    let want = st.nodes.len().saturating_sub(1) as u32;
+    // One session per other node and family (IPv6 sessions between the nodes' IPv6 addresses).
+    let families = if st.ipv6 { 2 } else { 1 };
+    let want = st.nodes.len().saturating_sub(1) as u32 * families;
     let read = || -> Vec<(String, Option<(u32, u32)>)> {
         let names: Vec<String> = st.nodes.iter().map(|n| n.name.clone()).collect();
         with_ds(st, |ds| async move {
