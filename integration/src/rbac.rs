@@ -139,6 +139,54 @@ pub fn allows(grants: &[Permission], want: &Permission) -> bool {
     })
 }
 
+/// The permission a request needs, as the API server's RBAC authorizer derives it from the
+/// method and path (`GET /apis/G/V/namespaces/NS/RES/NAME/SUB?watch=true`); `None` for a
+/// non-resource path (`/version`, `/api`, `/openapi/v3`).
+pub fn permission_of(method: &str, path_and_query: &str) -> Option<Permission> {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => (String::new(), rest),
+        ["apis", g, _v, rest @ ..] => (g.to_string(), rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, more @ ..] if !more.is_empty() => (Some(ns.to_string()), more),
+        r => (None, r),
+    };
+    let (resource, name, sub) = match rest {
+        [res] => (*res, None, None),
+        [res, name] => (*res, Some(*name), None),
+        [res, name, sub] => (*res, Some(*name), Some(*sub)),
+        _ => return None,
+    };
+    let watch = query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    let verb = match (method, name.is_some()) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => return None,
+    };
+    Some(Permission {
+        group,
+        resource: match sub {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource.to_owned(),
+        },
+        verb: verb.to_owned(),
+        namespace,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +209,41 @@ mod tests {
             verb: verb.into(),
             namespace: ns.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn requests_are_the_permissions_the_authorizer_checks() {
+        let perm = |m: &str, p: &str| permission_of(m, p).map(|p| p.to_string());
+        assert_eq!(
+            perm("GET", "/api/v1/namespaces?limit=500").as_deref(),
+            Some("list core/namespaces")
+        );
+        assert_eq!(
+            perm("GET", "/api/v1/namespaces/margay-system/secrets/bgp").as_deref(),
+            Some("get core/secrets in margay-system")
+        );
+        assert_eq!(
+            perm(
+                "GET",
+                "/apis/crd.margay.dev/v1/ippools?watch=true&resourceVersion=5"
+            )
+            .as_deref(),
+            Some("watch crd.margay.dev/ippools")
+        );
+        assert_eq!(
+            perm("PUT", "/apis/crd.margay.dev/v1/nodestatuses/n1/status").as_deref(),
+            Some("update crd.margay.dev/nodestatuses/status")
+        );
+        assert_eq!(
+            perm(
+                "DELETE",
+                "/apis/crd.margay.dev/v1/namespaces/default/workloadendpoints/w"
+            )
+            .as_deref(),
+            Some("delete crd.margay.dev/workloadendpoints in default")
+        );
+        assert_eq!(perm("GET", "/openapi/v3"), None);
+        assert_eq!(perm("GET", "/version"), None);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!
 //! What it shows: pods declared as Pod objects reach each other across nodes over BGP-learned
 //! routes; a namespace-wide NetworkPolicy applied with kubectl takes effect; deleting a core
-//! Node (after its agent stopped) makes the controller release its endpoints and blocks.
+//! Node (after its agent stopped) makes the controller release its endpoints and blocks; and
+//! every request the agents made (the API server's access log, by peer address) is one that
+//! `manifests/margay.yaml` grants the `margay-node` ServiceAccount.
 //!
 //! Still to come with the agent's Kubernetes-mode watchers (endpoints derived from Pods): a
 //! policy selecting pods by their Pod labels (the WorkloadEndpoints the agent writes here carry
@@ -111,6 +113,8 @@ impl KubeCluster {
             .arg(API)
             .arg("--kubeconfig")
             .arg(&kubeconfig)
+            .arg("--access-log")
+            .arg(dir.path().join("access.log"))
             .netns(&infra)
             .ready(Ready::LogContains("listening on".into()))
             .timeout(Duration::from_secs(20))
@@ -374,6 +378,37 @@ fn three_nodes_in_kubernetes_mode() {
                 .map(|d| d.log_tail(20))
                 .unwrap_or_default()
         },
+    );
+    // Every request the agents (198.18.0.11-13) made is one margay.yaml grants margay-node.
+    let manifest = std::fs::read_to_string(repo_root().join("manifests/margay.yaml")).unwrap();
+    let docs = margay_integration::rbac::documents(&manifest).unwrap();
+    let grants = margay_integration::rbac::granted(&docs, "margay-system", "margay-node");
+    let log = std::fs::read_to_string(c.dir.path().join("access.log")).unwrap();
+    let mut checked = 0;
+    let mut denied = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        let mut f = line.split(' ');
+        let (Some(peer), Some(method), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if !peer.starts_with("198.18.0.1") || peer.starts_with("198.18.0.1:") {
+            continue;
+        }
+        if let Some(p) = margay_integration::rbac::permission_of(method, path) {
+            checked += 1;
+            if !margay_integration::rbac::allows(&grants, &p) {
+                denied.insert(format!("{p} ({method} {path})"));
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} agent requests in the access log"
+    );
+    assert!(
+        denied.is_empty(),
+        "margay.yaml does not grant margay-node what the agents did:\n{}",
+        denied.into_iter().collect::<Vec<_>>().join("\n")
     );
     let margay_nodes = c.kubectl_ok(&["get", "nodes.crd.margay.dev", "-o", "name"]);
     assert!(!margay_nodes.contains("node-3"), "{margay_nodes}");

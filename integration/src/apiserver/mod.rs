@@ -73,6 +73,9 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Serve HTTPS with this certificate and key (plain HTTP without).
     pub tls: Option<tls::TlsFiles>,
+    /// Append one line per request to this file: `PEER METHOD PATH?QUERY` (what a test needs to
+    /// check each client's calls against its RBAC role).
+    pub access_log: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             max_history: 100_000,
             bookmark_interval: Duration::from_secs(5),
             tls: None,
+            access_log: None,
         }
     }
 }
@@ -161,6 +165,29 @@ pub enum StartError {
 }
 
 async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Some(path) = &app.config.access_log {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_else(|| "-".into());
+        let line = format!(
+            "{peer} {} {}\n",
+            req.method(),
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+        );
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the access log");
+        }
+    }
     let open = matches!(
         req.uri().path(),
         "/version" | "/healthz" | "/livez" | "/readyz"
@@ -271,14 +298,18 @@ impl ApiServer {
                         tcp: listener,
                         acceptor,
                     };
+                    // (No peer address over TLS: the access log says `-`.)
                     axum::serve(tls, service)
                         .with_graceful_shutdown(stopped)
                         .await
                 }
                 None => {
-                    axum::serve(listener, service)
-                        .with_graceful_shutdown(stopped)
-                        .await
+                    axum::serve(
+                        listener,
+                        service.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(stopped)
+                    .await
                 }
             };
             if let Err(e) = served {

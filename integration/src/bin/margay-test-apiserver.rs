@@ -40,6 +40,9 @@ struct Args {
     /// Seconds between watch bookmarks.
     #[arg(long, default_value_t = 5)]
     bookmark_seconds: u64,
+    /// Append `PEER METHOD PATH?QUERY` for every request to this file.
+    #[arg(long)]
+    access_log: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -60,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
             ca: args.tls_ca,
         }),
         bookmark_interval: std::time::Duration::from_secs(args.bookmark_seconds.max(1)),
+        access_log: args.access_log,
         ..Config::default()
     })
     .await?;
