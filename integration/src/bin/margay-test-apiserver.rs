@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! margay-test-apiserver --listen 127.0.0.1:6443 [--token SECRET] [--kubeconfig FILE]
-//!                       [--tls-cert CERT.pem --tls-key KEY.pem]
+//!                       [--tls-cert CERT.pem --tls-key KEY.pem] [--access-log FILE]
 //! ```
 //!
 //! It prints `listening on http://ADDR` once it serves, writes a kubeconfig for it when asked,
