@@ -8,8 +8,8 @@
 //! What it shows: pods declared as Pod objects reach each other across nodes over BGP-learned
 //! routes; a namespace-wide NetworkPolicy applied with kubectl takes effect; deleting a core
 //! Node (after its agent stopped) makes the controller release its endpoints and blocks; and
-//! every request the agents made (the API server's access log, by peer address) is one that
-//! `manifests/margay.yaml` grants the `margay-node` ServiceAccount.
+//! every request the agents and a dedicated route reflector made (the API server's access log,
+//! by peer address) is one that `manifests/margay.yaml` grants their ServiceAccount.
 //!
 //! Still to come with the agent's Kubernetes-mode watchers (endpoints derived from Pods): a
 //! policy selecting pods by their Pod labels (the WorkloadEndpoints the agent writes here carry
@@ -298,6 +298,41 @@ impl KubeCluster {
     }
 }
 
+impl KubeCluster {
+    /// Checks every request from `peers` (address prefixes, `198.18.0.11:`) in the API server's
+    /// access log against what `margay.yaml` grants the ServiceAccount `account`; returns how
+    /// many were checked.
+    fn requests_granted(&self, peers: &[&str], account: &str) -> usize {
+        use margay_integration::rbac::{allows, documents, granted, permission_of};
+        let manifest = std::fs::read_to_string(repo_root().join("manifests/margay.yaml")).unwrap();
+        let grants = granted(&documents(&manifest).unwrap(), "margay-system", account);
+        let log = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap();
+        let mut checked = 0;
+        let mut denied = std::collections::BTreeSet::new();
+        for line in log.lines() {
+            let mut f = line.split(' ');
+            let (Some(peer), Some(method), Some(path)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            if !peers.iter().any(|p| peer.starts_with(p)) {
+                continue;
+            }
+            if let Some(p) = permission_of(method, path) {
+                checked += 1;
+                if !allows(&grants, &p) {
+                    denied.insert(format!("{p} ({method} {path})"));
+                }
+            }
+        }
+        assert!(
+            denied.is_empty(),
+            "margay.yaml does not grant {account} what it did:\n{}",
+            denied.into_iter().collect::<Vec<_>>().join("\n")
+        );
+        checked
+    }
+}
+
 fn pings(from: &Netns, ip: &str) -> bool {
     from.exec(&["ping", "-c", "1", "-W", "1", ip]).is_ok()
 }
@@ -309,6 +344,24 @@ fn three_nodes_in_kubernetes_mode() {
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {team: blue}\n---\n\
          apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n",
     );
+    // A dedicated route reflector on its own node (as the reflector Deployment runs it).
+    let rr = Netns::with_tag("ks-rr").unwrap();
+    c._bridge
+        .attach(&rr, "eth0", &["198.18.0.20/24".parse().unwrap()])
+        .unwrap();
+    c.apply("apiVersion: v1\nkind: Node\nmetadata:\n  name: rr-1\n");
+    let mut reflector = Daemon::builder("margay-rr", margay_node_bin())
+        .args(["--role", "route-reflector"])
+        .env("NODENAME", "rr-1")
+        .env("DATASTORE_TYPE", "kubernetes")
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("RUST_LOG", "info")
+        .netns(&rr)
+        .log_file(c.dir.path().join("rr.log"))
+        .ready(Ready::LogContains("route reflector started".into()))
+        .timeout(Duration::from_secs(30))
+        .spawn()
+        .expect("margay-node --role route-reflector starts in Kubernetes mode");
     let (web_ns, web_ip) = c.pod(0, "shop", "web", "{app: web}");
     let (cli_ns, cli_ip) = c.pod(1, "default", "client", "{app: client}");
     let (db_ns, db_ip) = c.pod(2, "default", "db", "{app: db}");
@@ -379,38 +432,21 @@ fn three_nodes_in_kubernetes_mode() {
                 .unwrap_or_default()
         },
     );
-    // Every request the agents (198.18.0.11-13) made is one margay.yaml grants margay-node.
-    let manifest = std::fs::read_to_string(repo_root().join("manifests/margay.yaml")).unwrap();
-    let docs = margay_integration::rbac::documents(&manifest).unwrap();
-    let grants = margay_integration::rbac::granted(&docs, "margay-system", "margay-node");
-    let log = std::fs::read_to_string(c.dir.path().join("access.log")).unwrap();
-    let mut checked = 0;
-    let mut denied = std::collections::BTreeSet::new();
-    for line in log.lines() {
-        let mut f = line.split(' ');
-        let (Some(peer), Some(method), Some(path)) = (f.next(), f.next(), f.next()) else {
-            continue;
-        };
-        if !peer.starts_with("198.18.0.1") || peer.starts_with("198.18.0.1:") {
-            continue;
-        }
-        if let Some(p) = margay_integration::rbac::permission_of(method, path) {
-            checked += 1;
-            if !margay_integration::rbac::allows(&grants, &p) {
-                denied.insert(format!("{p} ({method} {path})"));
-            }
-        }
-    }
-    assert!(
-        checked > 20,
-        "only {checked} agent requests in the access log"
+    // Every request the agents and the reflector made is one margay.yaml grants their account.
+    let nodes = c.requests_granted(
+        &["198.18.0.11:", "198.18.0.12:", "198.18.0.13:"],
+        "margay-node",
     );
-    assert!(
-        denied.is_empty(),
-        "margay.yaml does not grant margay-node what the agents did:\n{}",
-        denied.into_iter().collect::<Vec<_>>().join("\n")
-    );
+    assert!(nodes > 20, "only {nodes} agent requests in the access log");
+    let rr = c.requests_granted(&["198.18.0.20:"], "margay-route-reflector");
+    assert!(rr > 3, "only {rr} reflector requests in the access log");
     let margay_nodes = c.kubectl_ok(&["get", "nodes.crd.margay.dev", "-o", "name"]);
     assert!(!margay_nodes.contains("node-3"), "{margay_nodes}");
+    assert!(
+        margay_nodes.contains("rr-1"),
+        "the reflector's Node stays: {margay_nodes}"
+    );
+    assert!(reflector.is_running(), "{}", reflector.log_tail(20));
+    reflector.stop().expect("stop the reflector");
     assert!(pings(&cli_ns, &web_ip), "the other nodes are untouched");
 }

@@ -10,7 +10,8 @@
 //! 2. **the running code**: the controller runs against the test API server with its datastore
 //!    wrapped in a recorder while it releases a deleted node and a leak; every (verb, kind) it
 //!    used must be in the table;
-//! (`kube_slice.rs` adds the node agents' real requests, from the API server's access log.)
+//!    (`kube_slice.rs` adds the node agents' and a reflector's real requests, from the API
+//!    server's access log);
 //! 3. **the manifests**: for `margay.yaml` (Kubernetes mode) and `margay-etcd.yaml` (etcd mode),
 //!    every permission in the table is granted to the role's ServiceAccount, nothing more is,
 //!    and no rule has a `*`.
