@@ -77,13 +77,18 @@ code=0
 "$LAB" policy apply "$policy" || code=$?
 rm -f "$policy"
 if [ "$code" -eq 0 ]; then
-    if "$LAB" probe default/pod-1-1 default/pod-2-1 80/TCP; then
+    step "the same ping is blocked now"
+    if "$LAB" ping default/pod-1-1 default/pod-2-1 -c 2; then
         echo "demo.sh: the policy did not block default/pod-1-1 -> default/pod-2-1" >&2
         exit 1
     fi
+    echo "(blocked by the policy, as it should be)"
     "$LAB" probe --matrix 80/TCP
+    step "margay-lab policy delete default/deny-pod-2-1: the ping goes through again"
+    "$LAB" policy delete default/deny-pod-2-1
+    "$LAB" ping default/pod-1-1 default/pod-2-1 -c 2
 elif [ "$code" -eq 2 ]; then
-    echo "(the policy is stored; the agents enforce NetworkPolicy once the policy issue lands)"
+    echo "(the policy is stored, but these agents do not enforce NetworkPolicy)"
 else
     exit "$code"
 fi

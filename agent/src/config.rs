@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! node_name = "node-1"              # default: $NODENAME, then the host name
-//! role = "node"                     # node | route-reflector
+//! role = "node"                     # node | route-reflector | controllers
 //! socket = "/var/run/margay/agent.sock"
 //! health_port = 9099
 //! metrics_port = 9091
@@ -31,6 +31,9 @@ pub enum Role {
     Node,
     /// Only the BGP speaker, as a route reflector (the reflector Deployment).
     RouteReflector,
+    /// The cluster's controllers: IPAM of deleted nodes, leak checks, and in etcd mode the copy
+    /// of Namespaces, Pods and NetworkPolicies into etcd (the controller Deployment).
+    Controllers,
 }
 
 /// Which datastore backend holds Margay's resources.
@@ -101,6 +104,12 @@ pub struct AgentConfig {
     /// How to detect the address (Calico's `IP_AUTODETECTION_METHOD`): `first-found`,
     /// `interface=REGEX`, `skip-interface=REGEX`, `can-reach=ADDR`, `cidr=CIDR[,CIDR]`.
     pub ip_autodetection_method: String,
+    /// This node's IPv6 BGP address as `ADDR/PREFIX` (Calico's `IP6`), `autodetect` (with
+    /// `ip6_autodetection_method`), or unset / `none`: no IPv6 sessions, IPv6 blocks not
+    /// exchanged.
+    pub ip6: Option<String>,
+    /// How to detect the IPv6 address (`IP6_AUTODETECTION_METHOD`), as `ip_autodetection_method`.
+    pub ip6_autodetection_method: String,
     /// Where the datastore is.
     pub datastore: DatastoreConfig,
     /// With `role = "route-reflector"`: the cluster id this dedicated reflector declares in its
@@ -120,6 +129,8 @@ impl Default for AgentConfig {
             log_level: "info".into(),
             ip: None,
             ip_autodetection_method: "first-found".into(),
+            ip6: None,
+            ip6_autodetection_method: "first-found".into(),
             datastore: DatastoreConfig::default(),
             route_reflector_cluster_id: None,
         }
@@ -197,7 +208,7 @@ impl AgentConfig {
     /// Applies Calico-style environment variables over the file: `NODENAME`, `IP`,
     /// `IP_AUTODETECTION_METHOD`, `DATASTORE_TYPE`,
     /// `ETCD_ENDPOINTS` (comma separated), `ETCD_CA_CERT_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`,
-    /// `KUBECONFIG`. `env` is passed in so that tests do not touch the process environment.
+    /// `KUBECONFIG`; an empty `ETCD_*_FILE` means none (as an empty ConfigMap value). `env` is passed in so that tests do not touch the process environment.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NODENAME") {
             self.node_name = Some(v);
@@ -207,6 +218,12 @@ impl AgentConfig {
         }
         if let Some(v) = env("IP_AUTODETECTION_METHOD") {
             self.ip_autodetection_method = v;
+        }
+        if let Some(v) = env("IP6") {
+            self.ip6 = Some(v);
+        }
+        if let Some(v) = env("IP6_AUTODETECTION_METHOD") {
+            self.ip6_autodetection_method = v;
         }
         if let Some(v) = env("DATASTORE_TYPE") {
             self.datastore.kind = v.parse().map_err(|why| ConfigError::Env {
@@ -224,13 +241,13 @@ impl AgentConfig {
                 .collect();
         }
         if let Some(v) = env("ETCD_CA_CERT_FILE") {
-            self.datastore.etcd_ca_file = Some(v.into());
+            self.datastore.etcd_ca_file = (!v.is_empty()).then(|| v.into());
         }
         if let Some(v) = env("ETCD_CERT_FILE") {
-            self.datastore.etcd_cert_file = Some(v.into());
+            self.datastore.etcd_cert_file = (!v.is_empty()).then(|| v.into());
         }
         if let Some(v) = env("ETCD_KEY_FILE") {
-            self.datastore.etcd_key_file = Some(v.into());
+            self.datastore.etcd_key_file = (!v.is_empty()).then(|| v.into());
         }
         if let Some(v) = env("KUBECONFIG") {
             self.datastore.kubeconfig = Some(v.into());
@@ -274,6 +291,29 @@ impl AgentConfig {
                 "ip",
                 ip,
                 "must be an IPv4 address, ADDR/PREFIX, or autodetect",
+            ));
+        }
+        if let Err(e) = self
+            .ip6_autodetection_method
+            .parse::<crate::autodetect::Method>()
+        {
+            return Err(invalid(
+                "ip6_autodetection_method",
+                &self.ip6_autodetection_method,
+                e.to_string(),
+            ));
+        }
+        if let Some(ip) = self
+            .ip6
+            .as_deref()
+            .filter(|ip| !matches!(*ip, "autodetect" | "none" | ""))
+            && ip.parse::<std::net::Ipv6Addr>().is_err()
+            && ip.parse::<ipnet::Ipv6Net>().is_err()
+        {
+            return Err(invalid(
+                "ip6",
+                ip,
+                "must be an IPv6 address, ADDR/PREFIX, autodetect, or none",
             ));
         }
         if !self.socket.is_absolute() {

@@ -5,8 +5,10 @@
 //! to the kernel. See `docs/architecture.md`. This crate starts with its configuration: every
 //! setting, where it comes from (file, then environment, then flags) and how it is checked.
 
+pub mod access;
 pub mod autodetect;
 pub mod config;
+pub mod controllers;
 pub mod dataplane;
 pub mod endpoints;
 pub mod health;

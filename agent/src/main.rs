@@ -17,7 +17,7 @@ struct Cli {
     /// `--role route-reflector` is a dedicated reflector peered from the datastore.
     #[arg(long, short = 'c', env = "MARGAY_CONFIG")]
     config: Option<PathBuf>,
-    /// Run as a full node, or only as a BGP route reflector.
+    /// Run as a full node, only as a BGP route reflector, or as the cluster's controllers.
     #[arg(long, value_enum)]
     role: Option<Role>,
     /// This node's name (default: $NODENAME, then the host name).
@@ -69,6 +69,16 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(margay_agent::run::run_node(config, shutdown_signal()))
+        }
+        Role::Controllers => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(margay_agent::controllers::run_controllers(
+                config,
+                shutdown_signal(),
+            ))
         }
         Role::RouteReflector => {
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -25,7 +25,8 @@ use margay_api::k8s_openapi::api::core::v1::Secret;
 use margay_api::node::NodeBGPSpec;
 use margay_api::{BGPConfiguration, BGPConfigurationSpec, BGPPeer, MargayNode, NodeSpec};
 use margay_bgp::rib::{NextHopMode, RouteChange};
-use margay_bgp::{PeerConfig, Speaker, SpeakerConfig};
+use margay_bgp::wire::Family;
+use margay_bgp::{GracefulRestart, PeerConfig, Speaker, SpeakerConfig};
 use margay_datastore::{Backoff, Datastore, Event, Typed};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -59,6 +60,8 @@ pub async fn cluster_config(ds: &Arc<dyn Datastore>) -> anyhow::Result<BGPConfig
 pub struct Registration {
     /// Its BGP address as `ADDR/PREFIX`.
     pub ipv4: Option<IpNet>,
+    /// Its IPv6 BGP address as `ADDR/PREFIX`, if it has one.
+    pub ipv6: Option<IpNet>,
     /// Route-reflector cluster id (dedicated reflectors set theirs from their config).
     pub cluster_id: Option<Ipv4Addr>,
     /// Labels to add (e.g. `route-reflector=true` on dedicated reflectors).
@@ -75,12 +78,14 @@ pub async fn register_node(
 ) -> anyhow::Result<()> {
     let nodes = Typed::<MargayNode>::new(Arc::clone(ds));
     let addr = reg.ipv4.map(|a| a.to_string());
+    let addr6 = reg.ipv6.map(|a| a.to_string());
     let cluster = reg.cluster_id.map(|c| c.to_string());
     let mut fresh = MargayNode::new(
         node,
         NodeSpec {
             bgp: Some(NodeBGPSpec {
                 ipv4_address: addr.clone(),
+                ipv6_address: addr6.clone(),
                 route_reflector_cluster_id: cluster.clone(),
                 ..Default::default()
             }),
@@ -99,6 +104,8 @@ pub async fn register_node(
                     if addr.is_some() {
                         bgp.ipv4_address = addr.clone();
                     }
+                    // The IPv6 address is this node's to state: a node without one clears it.
+                    bgp.ipv6_address = addr6.clone();
                     if cluster.is_some() {
                         bgp.route_reflector_cluster_id = cluster.clone();
                     }
@@ -194,6 +201,14 @@ fn peer_config(d: &DesiredPeer) -> PeerConfig {
     let mut c = PeerConfig::new(d.addr, d.asn);
     c.port = d.port;
     c.rr_client = d.rr_client;
+    c.password = d.password.clone();
+    // One session per family, between addresses of that family (as Calico's BIRD): IPv6
+    // routes need an IPv6 next hop.
+    c.families = vec![if d.addr.is_ipv4() {
+        Family::Ipv4Unicast
+    } else {
+        Family::Ipv6Unicast
+    }];
     if d.keep_original_next_hop {
         c.next_hop = Some(NextHopMode::Unchanged);
     }
@@ -338,17 +353,55 @@ pub struct BgpParams {
     pub node: String,
     /// This node's BGP address (router id, session source, next hop).
     pub addr: Ipv4Addr,
+    /// This node's IPv6 BGP address (source and next hop of the IPv6 sessions), if any.
+    pub addr6: Option<std::net::Ipv6Addr>,
     /// The route driver for learned routes (`None` on a dedicated route reflector).
     pub routes: Option<Arc<Mutex<RouteDriver>>>,
     /// Our affine blocks (never installed from BGP).
     pub own_blocks: Arc<Mutex<BTreeSet<IpNet>>>,
     /// The learned prefixes currently installed.
     pub learned: Arc<Mutex<BTreeSet<IpNet>>>,
+    /// This process restarts a node whose forwarding state survived (its routes are still in
+    /// the kernel): peers are told so (graceful restart R and F bits) and keep our routes until
+    /// our End-of-RIB.
+    pub restarting: bool,
+}
+
+/// The running speaker and what the rest of the agent needs of it.
+#[derive(Debug)]
+pub struct Bgp {
+    /// The speaker.
+    pub speaker: Speaker,
+    /// Why each session exists.
+    pub kinds: PeerKinds,
+    /// Turns true once the sessions and service announcements follow the datastore.
+    pub peering_ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Bgp {
+    /// Sends End-of-RIB to the peers once peering follows the datastore and `routes_in`
+    /// completes (the application's own routes are originated), in the background.
+    pub fn end_of_rib_after(
+        &self,
+        routes_in: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let (speaker, mut ready) = (self.speaker.clone(), self.peering_ready.clone());
+        tokio::spawn(async move {
+            routes_in.await;
+            if ready.wait_for(|r| *r).await.is_ok() {
+                match speaker.initial_routes_done() {
+                    Ok(()) => info!("initial routes announced; End-of-RIB sent to peers"),
+                    Err(e) => warn!(error = %e, "cannot send End-of-RIB"),
+                }
+            }
+        });
+    }
 }
 
 /// Starts the speaker and the tasks that keep its sessions and the kernel's learned routes
-/// current, and the kinds of its sessions. This node's `Node` must be registered first.
-pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<(Speaker, PeerKinds)> {
+/// current. This node's `Node` must be registered first. Graceful restart is on (restart time
+/// `nodeMeshMaxRestartTime`, default 120 s); End-of-RIB waits for [`Bgp::end_of_rib_after`].
+pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<Bgp> {
     let (nodes, _) = Typed::<MargayNode>::new(Arc::clone(&ds))
         .list(None)
         .await
@@ -357,18 +410,32 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<(Spea
     let config = cluster_config(&ds).await?;
     let local = local_bgp(&p.node, &nodes, &config)
         .with_context(|| format!("Node {} is not in the datastore", p.node))?;
-    let speaker = Speaker::start(SpeakerConfig {
-        local_as: local.asn,
-        router_id: p.addr,
-        listen: Some(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            local.port,
-        )),
-        cluster_id: local.cluster_id,
-    })
+    let gr = GracefulRestart {
+        restarting: p.restarting,
+        restart_time: config.node_mesh_max_restart_time().as_secs().min(4095) as u16,
+        ..GracefulRestart::default()
+    };
+    let speaker = Speaker::start_with(
+        SpeakerConfig {
+            local_as: local.asn,
+            router_id: p.addr,
+            // `[::]` takes IPv4 connections too (as mapped addresses) on a dual-stack host.
+            listen: Some(SocketAddr::new(
+                if p.addr6.is_some() {
+                    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                },
+                local.port,
+            )),
+            cluster_id: local.cluster_id,
+        },
+        gr,
+    )
     .await
     .with_context(|| format!("cannot start the BGP speaker on port {}", local.port))?;
-    info!(addr = %p.addr, asn = local.asn, port = local.port, cluster_id = ?local.cluster_id, "BGP speaker started");
+    info!(addr = %p.addr, asn = local.asn, port = local.port, cluster_id = ?local.cluster_id, restarting = p.restarting, "BGP speaker started");
+    let (ready_tx, peering_ready) = tokio::sync::watch::channel(false);
 
     let mut rec = Reconciler {
         me: p.node.clone(),
@@ -402,6 +469,7 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<(Spea
         while let Some(input) = all.next().await {
             if inputs.apply(input) && inputs.synced() {
                 rec.reconcile(&watch_ds, &inputs).await;
+                ready_tx.send_replace(true);
             }
         }
     });
@@ -410,6 +478,7 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<(Spea
         .subscribe()
         .context("cannot subscribe to best paths")?;
     let me = IpAddr::V4(p.addr);
+    let me6 = p.addr6.map(IpAddr::V6);
     let (routes, own_blocks, learned) = (p.routes, p.own_blocks, p.learned);
     tokio::spawn(async move {
         while let Some(batch) = changes.recv().await {
@@ -417,14 +486,40 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<(Spea
             let own = own_blocks.lock().await.clone();
             let mut learned = learned.lock().await;
             let mut r = routes.lock().await;
+            // Next hops resolved once per batch (a batch usually shares a handful).
+            let mut via: BTreeMap<IpAddr, Option<IpAddr>> = BTreeMap::new();
             for change in batch {
                 match change {
                     RouteChange::Add { prefix, next_hop }
                     | RouteChange::Replace { prefix, next_hop } => {
                         let p = IpNet::from(prefix);
-                        if !own.contains(&p) && next_hop != me {
-                            r.set(p, RouteTarget::Via(next_hop));
-                            learned.insert(p);
+                        if own.contains(&p) || next_hop == me || Some(next_hop) == me6 {
+                            continue;
+                        }
+                        let gw = match via.get(&next_hop) {
+                            Some(g) => *g,
+                            None => {
+                                let g = match r.resolve_next_hop(next_hop).await {
+                                    Ok(g) => Some(g),
+                                    Err(why) => {
+                                        warn!(%next_hop, reason = %why, "cannot install routes through this next hop");
+                                        None
+                                    }
+                                };
+                                via.insert(next_hop, g);
+                                g
+                            }
+                        };
+                        match gw {
+                            Some(gw) => {
+                                r.set(p, RouteTarget::Via(gw));
+                                learned.insert(p);
+                            }
+                            None => {
+                                if learned.remove(&p) {
+                                    r.remove(&p);
+                                }
+                            }
                         }
                     }
                     RouteChange::Withdraw { prefix } => {
@@ -441,7 +536,11 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<(Spea
             }
         }
     });
-    Ok((speaker, kinds))
+    Ok(Bgp {
+        speaker,
+        kinds,
+        peering_ready,
+    })
 }
 
 /// A stream that yields every `period` (the first after one period).

@@ -37,23 +37,30 @@ pub async fn run_reflector(
     let cluster_id = config
         .route_reflector_cluster_id
         .unwrap_or(DEFAULT_CLUSTER_ID);
+    let addr6 = crate::run::node_address6(&config)?;
     let reg = Registration {
         ipv4: Some(IpNet::V4(addr)),
+        ipv6: addr6.map(IpNet::V6),
         cluster_id: Some(cluster_id),
         labels: BTreeMap::from([(LABEL.to_string(), "true".to_string())]),
     };
     crate::mesh::register_node(&ds, &node, &reg).await?;
-    let (speaker, kinds) = crate::mesh::start(
+    let bgp = crate::mesh::start(
         Arc::clone(&ds),
         BgpParams {
             node: node.clone(),
             addr: addr.addr(),
+            addr6: addr6.map(|a| a.addr()),
             routes: None,
             own_blocks: Arc::new(tokio::sync::Mutex::new(BTreeSet::new())),
             learned: Arc::new(tokio::sync::Mutex::new(BTreeSet::new())),
+            restarting: false,
         },
     )
     .await?;
+    // A reflector originates nothing: End-of-RIB as soon as its sessions follow the datastore.
+    bgp.end_of_rib_after(async {});
+    let (speaker, kinds) = (bgp.speaker, bgp.kinds);
     info!(node = %node, %addr, %cluster_id, "route reflector started");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -71,6 +78,7 @@ pub async fn run_reflector(
     info!("stopping the route reflector");
     let _ = stop_tx.send(true);
     status.abort();
-    speaker.shutdown().await;
+    // No Cease: clients keep the reflected routes while the reflector restarts.
+    speaker.stop_for_restart().await;
     Ok(())
 }

@@ -93,13 +93,31 @@ async fn restore_endpoints(
 }
 
 /// When the dataplane was last known to be in sync with the desired state.
-#[derive(Debug, Clone, Default)]
-struct LastSync(Arc<std::sync::Mutex<Option<margay_api::k8s_openapi::jiff::Timestamp>>>);
+#[derive(Debug, Clone)]
+struct LastSync(
+    Arc<std::sync::Mutex<Option<margay_api::k8s_openapi::jiff::Timestamp>>>,
+    tokio::sync::watch::Sender<bool>,
+);
+
+impl Default for LastSync {
+    fn default() -> Self {
+        Self(Arc::default(), tokio::sync::watch::channel(false).0)
+    }
+}
 
 impl LastSync {
     fn mark(&self) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(margay_api::k8s_openapi::jiff::Timestamp::now());
+        self.1.send_replace(true);
+    }
+
+    /// Completes once the dataplane has been in sync once.
+    fn first(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.1.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
     fn get(&self) -> Option<margay_api::k8s_openapi::jiff::Timestamp> {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
@@ -231,8 +249,10 @@ pub async fn run_node(
     let sysctls = Arc::new(Mutex::new(sysctls));
 
     let addr = node_address(&config)?;
+    let addr6 = node_address6(&config)?;
     let registration = crate::mesh::Registration {
         ipv4: Some(IpNet::V4(addr)),
+        ipv6: addr6.map(IpNet::V6),
         ..Default::default()
     };
     crate::mesh::register_node(&ds, &node, &registration).await?;
@@ -244,6 +264,7 @@ pub async fn run_node(
         .await
         .adopt(|t| matches!(t, RouteTarget::Via(_)))
         .await?;
+    let restarting = !adopted.is_empty() || !restored.is_empty();
     if !adopted.is_empty() {
         info!(
             routes = adopted.len(),
@@ -264,17 +285,22 @@ pub async fn run_node(
             }
         });
     }
-    let (speaker, kinds) = crate::mesh::start(
+    let bgp = crate::mesh::start(
         Arc::clone(&ds),
         crate::mesh::BgpParams {
             node: node.clone(),
             addr: addr.addr(),
+            addr6: addr6.map(|a| a.addr()),
             routes: Some(Arc::clone(&routes)),
             own_blocks: Arc::clone(&own_blocks),
             learned,
+            restarting,
         },
     )
     .await?;
+    // End-of-RIB once our blocks and borrowed /32s are announced (the first dataplane sync).
+    bgp.end_of_rib_after(last_sync.first());
+    let (speaker, kinds) = (bgp.speaker, bgp.kinds);
 
     let applied = crate::policy::AppliedIndex::default();
     let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
@@ -351,7 +377,9 @@ pub async fn run_node(
     resync.abort();
     status.abort();
     let _ = api.await;
-    speaker.shutdown().await;
+    // No Cease: peers keep our routes for the restart time (graceful restart), so pods stay
+    // reachable while the next agent starts.
+    speaker.stop_for_restart().await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
 }
@@ -396,6 +424,23 @@ async fn refresh_routes(
         }
         let (repaired, _) = sysctls.lock().await.resync_counted();
         metrics.resynced("sysctls", repaired);
+    }
+}
+
+/// The node's IPv6 BGP address: configured (`ip6`), detected, or none.
+pub(crate) fn node_address6(config: &AgentConfig) -> anyhow::Result<Option<ipnet::Ipv6Net>> {
+    match config.ip6.as_deref() {
+        None | Some("none" | "") => Ok(None),
+        Some("autodetect") => {
+            let method: crate::autodetect::Method = config.ip6_autodetection_method.parse()?;
+            match crate::autodetect::detect(&method, true, &config.ip6_autodetection_method)? {
+                IpNet::V6(n) => Ok(Some(n)),
+                IpNet::V4(n) => anyhow::bail!("detected {n}, an IPv4 address, for ip6"),
+            }
+        }
+        Some(ip) => Ok(Some(ip.parse::<ipnet::Ipv6Net>().or_else(|_| {
+            ip.parse::<std::net::Ipv6Addr>().map(ipnet::Ipv6Net::from)
+        })?)),
     }
 }
 

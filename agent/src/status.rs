@@ -140,8 +140,8 @@ pub async fn publish(
     }
 }
 
-/// Publishes every [`UPDATE_PERIOD`] until the task is dropped; `last_sync` reads when the
-/// dataplane was last in sync.
+/// Publishes on every session state change and every [`UPDATE_PERIOD`] until the task is
+/// dropped; `last_sync` reads when the dataplane was last in sync.
 pub async fn run(
     ds: Arc<dyn Datastore>,
     node: String,
@@ -151,16 +151,36 @@ pub async fn run(
     readiness: Readiness,
     last_sync: impl Fn() -> Option<Timestamp>,
 ) {
-    let mut tick = tokio::time::interval(UPDATE_PERIOD);
+    // Sessions are checked every second and the status is written when one changes state, or
+    // every UPDATE_PERIOD at the latest, so readers see a session come up within a second.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last: Option<(Vec<(std::net::IpAddr, State)>, tokio::time::Instant)> = None;
     loop {
         tick.tick().await;
+        let states: Vec<(std::net::IpAddr, State)> = match speaker.peers().await {
+            Ok(p) => p.iter().map(|p| (p.addr, p.state)).collect(),
+            Err(_) => Vec::new(),
+        };
+        if let Some((prev, at)) = &last
+            && *prev == states
+            && at.elapsed() < UPDATE_PERIOD
+        {
+            continue;
+        }
         match publish(&ds, &node, &speaker, &kinds, &metrics, last_sync()).await {
-            // Ready when every configured session is up (a node with no peers is).
-            Ok((up, all)) if up == all => readiness.met("bgp"),
-            Ok((up, all)) => readiness.unmet(
-                "bgp",
-                &format!("{} of {all} BGP sessions not established", all - up),
-            ),
+            Ok((up, all)) => {
+                // A failed write is retried at the next tick.
+                last = Some((states, tokio::time::Instant::now()));
+                // Ready when every configured session is up (a node with no peers is).
+                if up == all {
+                    readiness.met("bgp");
+                } else {
+                    readiness.unmet(
+                        "bgp",
+                        &format!("{} of {all} BGP sessions not established", all - up),
+                    );
+                }
+            }
             Err(e) => warn!(error = %e, "cannot publish NodeStatus"),
         }
     }

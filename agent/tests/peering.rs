@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::cluster::*;
 use common::*;
-use margay_api::bgp::ServiceIPBlock;
+use margay_api::bgp::{BGPPassword, SecretKeyRef, ServiceIPBlock};
+use margay_api::k8s_openapi::ByteString;
+use margay_api::k8s_openapi::api::core::v1::Secret;
 use margay_api::{
     BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, IPPool, IPPoolSpec,
 };
@@ -167,16 +169,19 @@ fn with_the_mesh_off_one_reflector_carries_every_route_between_four_nodes() {
 }
 
 const TOR: &str = "198.18.0.250";
+const MD5: &str = "rack-1-secret";
 
 /// A top-of-rack BIRD in `ns` (AS 65001) with eBGP sessions to `nodes`; it sends a default
 /// route and installs what it learns in its namespace's kernel table.
 fn start_tor(ns: &Netns, dir: &std::path::Path, nodes: &[&str]) -> Daemon {
+    // Its own routes point at 198.18.1.2, on a link of its own that the nodes reach through it:
+    // sent with `next hop keep`, they test the nodes' recursive next-hop resolution.
     let mut conf = format!(
         "router id {TOR};\n\
          protocol device {{}}\n\
-         protocol static default4 {{ ipv4; route 0.0.0.0/0 unreachable; }}\n\
-         protocol kernel k4 {{ ipv4 {{ import none; export where proto != \"default4\"; }}; }}\n\
-         template bgp node {{ local {TOR} as 65001; ipv4 {{ import all; export all; }}; }}\n"
+         protocol static tor_static {{ ipv4; route 0.0.0.0/0 via 198.18.1.2; route 100.127.0.0/24 via 198.18.1.2; }}\n\
+         protocol kernel k4 {{ ipv4 {{ import none; export where proto != \"tor_static\"; }}; }}\n\
+         template bgp node {{ local {TOR} as 65001; password \"{MD5}\"; ipv4 {{ import all; export all; next hop keep; }}; }}\n"
     );
     for (i, n) in nodes.iter().enumerate() {
         conf.push_str(&format!(
@@ -202,12 +207,17 @@ fn start_tor(ns: &Netns, dir: &std::path::Path, nodes: &[&str]) -> Daemon {
         .expect("bird starts")
 }
 
-fn tor_routes(dir: &std::path::Path) -> String {
+fn birdc(dir: &std::path::Path, args: &[&str]) -> String {
     let out = std::process::Command::new("birdc")
-        .args(["-s", dir.join("tor.ctl").to_str().unwrap(), "show", "route"])
+        .args(["-s", dir.join("tor.ctl").to_str().unwrap()])
+        .args(args)
         .output()
         .expect("birdc runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tor_routes(dir: &std::path::Path) -> String {
+    birdc(dir, &["show", "route"])
 }
 
 #[test]
@@ -224,12 +234,30 @@ fn an_external_router_learns_every_block_and_service_cidr_and_its_default_route_
                 }))
                 .await
                 .unwrap();
+            let mut secret = Secret::default();
+            secret.metadata.name = Some("bgp-passwords".into());
+            secret.metadata.namespace = Some("margay-system".into());
+            secret.data = Some(
+                [("tor".to_string(), ByteString(MD5.as_bytes().to_vec()))]
+                    .into_iter()
+                    .collect(),
+            );
+            Typed::<Secret>::new(Arc::clone(&ds))
+                .create(&secret)
+                .await
+                .unwrap();
             Typed::<BGPPeer>::new(ds)
                 .create(&BGPPeer::new(
                     "tor",
                     BGPPeerSpec {
                         peer_ip: Some(TOR.into()),
                         as_number: Some(65001),
+                        password: Some(BGPPassword {
+                            secret_key_ref: SecretKeyRef {
+                                name: "bgp-passwords".into(),
+                                key: "tor".into(),
+                            },
+                        }),
                         ..Default::default()
                     },
                 ))
@@ -242,21 +270,34 @@ fn an_external_router_learns_every_block_and_service_cidr_and_its_default_route_
     c.bridge
         .attach(&tor, "eth0", &["198.18.0.250/24".parse().unwrap()])
         .unwrap();
+    // Behind the router: a network with 198.18.1.2 (the next hop it sends) and 100.127.0.1.
+    let far = Netns::with_tag("tor-far").unwrap();
+    tor.connect(
+        "eth1",
+        &["198.18.1.1/24".parse().unwrap()],
+        &far,
+        "eth0",
+        &[
+            "198.18.1.2/24".parse().unwrap(),
+            "100.127.0.1/24".parse().unwrap(),
+        ],
+    )
+    .unwrap();
+    far.exec(&["ip", "route", "add", "default", "via", "198.18.1.1"])
+        .unwrap();
+    tor.exec(&["ip", "route", "add", "100.127.0.0/24", "via", "198.18.1.2"])
+        .unwrap();
+    tor.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    // The operator's route to the router's other link (not Margay's).
+    for n in &c.nodes {
+        n.exec(&["ip", "route", "add", "198.18.1.0/24", "via", TOR])
+            .unwrap();
+    }
     let dir = c.dir.path().to_owned();
     let _bird = start_tor(&tor, &dir, &["198.18.0.11", "198.18.0.12"]);
 
-    let mut pods = Vec::new();
-    for i in 0..2 {
-        let ns = Netns::with_tag(&format!("tor-p{i}")).unwrap();
-        let ip = wire_pod(
-            &c.clients[i],
-            &c.nodes[i],
-            &ns,
-            &format!("pod-{i}"),
-            &format!("mgytesttor{i}pod0"),
-        );
-        pods.push((ns, ip));
-    }
+    let pods = c.pods("tor", 2);
     // The router learns both nodes' blocks (with the owning node as next hop) and the service
     // CIDR, and reaches the pods through what it learned.
     let blocks: Vec<String> = (0..2)
@@ -288,7 +329,8 @@ fn an_external_router_learns_every_block_and_service_cidr_and_its_default_route_
                 )
             });
     }
-    // Each node installs the router's default route, preferred over its own (metric 1000).
+    // Each node installs the router's default route, preferred over its own (metric 1000), and
+    // its 100.127.0.0/24, both sent with next hop 198.18.1.2 and installed through the router.
     for (i, n) in c.nodes.iter().enumerate() {
         wait_for(
             &format!(
@@ -296,11 +338,29 @@ fn an_external_router_learns_every_block_and_service_cidr_and_its_default_route_
                 i + 1
             ),
             Duration::from_secs(60),
-            || routes(n).contains(&format!("default via {TOR}")),
+            || {
+                let r = routes(n);
+                r.contains(&format!("default via {TOR}"))
+                    && r.contains(&format!("100.127.0.0/24 via {TOR}"))
+            },
             || format!("{}\n{}", routes(n), c.agents[i].log_tail(20)),
         );
     }
-    // Removing the service CIDR from BGPConfiguration withdraws it.
+    for (p, ip) in &pods {
+        p.exec(&["ping", "-c", "1", "-W", "3", "100.127.0.1"])
+            .unwrap_or_else(|e| panic!("pod {ip} cannot reach the router's network: {e}"));
+    }
+    // Removing the service CIDR from BGPConfiguration withdraws it, and the sessions, whose
+    // settings did not change, stay up (BIRD's "since" of each is unchanged).
+    let since = || birdc(&dir, &["show", "protocols"]);
+    wait_for(
+        "both of the router's sessions are Established",
+        Duration::from_secs(60),
+        || since().matches("Established").count() == 2,
+        since,
+    );
+    let before = since();
+    std::thread::sleep(Duration::from_millis(1100));
     with_datastore(&c.nodes[0], &c.endpoint, |ds| {
         Box::pin(async move {
             Typed::<BGPConfiguration>::new(ds)
@@ -317,5 +377,10 @@ fn an_external_router_learns_every_block_and_service_cidr_and_its_default_route_
         Duration::from_secs(60),
         || !tor_routes(&dir).contains("100.96.0.0/12"),
         || tor_routes(&dir),
+    );
+    assert_eq!(
+        since(),
+        before,
+        "a BGPConfiguration change reset unchanged sessions"
     );
 }

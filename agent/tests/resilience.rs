@@ -26,24 +26,8 @@ fn monitor(ns: &Netns, dir: &std::path::Path, name: &str) -> Daemon {
 
 #[test]
 fn a_datastore_outage_of_30_s_churns_no_route_and_loses_no_ping() {
-    let mut c = Cluster::new(
-        "out",
-        2,
-        margay_api::IPPool::new("default-ipv4", margay_api::IPPoolSpec::new("100.64.0.0/16")),
-        None,
-    );
-    let mut pods = Vec::new();
-    for i in 0..2 {
-        let ns = Netns::with_tag(&format!("out-p{i}")).unwrap();
-        let ip = wire_pod(
-            &c.clients[i],
-            &c.nodes[i],
-            &ns,
-            &format!("pod-{i}"),
-            &format!("mgytestout{i}pod0"),
-        );
-        pods.push((ns, ip));
-    }
+    let mut c = Cluster::new("out", 2, default_pool(), None);
+    let pods = c.pods("out", 2);
     wait_for(
         "node-1 learns node-2's block",
         Duration::from_secs(60),
@@ -102,12 +86,7 @@ fn a_datastore_outage_of_30_s_churns_no_route_and_loses_no_ping() {
 
 #[test]
 fn tampered_routes_and_sysctls_are_repaired_at_the_interval_set_live_in_agent_configuration() {
-    let c = Cluster::new(
-        "tmp",
-        1,
-        margay_api::IPPool::new("default-ipv4", margay_api::IPPoolSpec::new("100.64.0.0/16")),
-        None,
-    );
+    let c = Cluster::new("tmp", 1, default_pool(), None);
     let pod = Netns::with_tag("tmp-pod").unwrap();
     let veth = "mgytesttmppod00";
     let ip = wire_pod(&c.clients[0], &c.nodes[0], &pod, "pod-0", veth);
@@ -173,5 +152,55 @@ fn tampered_routes_and_sysctls_are_repaired_at_the_interval_set_live_in_agent_co
             .unwrap()
             .stdout
             .contains("100.64.200.0/24")
+    );
+}
+
+#[test]
+fn restarting_an_agent_loses_no_ping_in_either_direction() {
+    let mut c = Cluster::new("gr", 2, default_pool(), None);
+    let pods = c.pods("gr", 2);
+    for (i, other) in [(0, "198.18.0.12"), (1, "198.18.0.11")] {
+        wait_for(
+            &format!("node-{} learns the other node's block", i + 1),
+            Duration::from_secs(60),
+            || routes(&c.nodes[i]).contains(&format!("via {other}")),
+            || routes(&c.nodes[i]),
+        );
+    }
+    // Pings every 200 ms both ways while node-1's agent stops (SIGTERM) and starts again.
+    let ping = |from: &Netns, to: &str| {
+        let (from, to) = (from.clone(), to.to_owned());
+        std::thread::spawn(move || from.exec(&["ping", "-i", "0.2", "-c", "75", "-W", "1", &to]))
+    };
+    let towards = ping(&pods[1].0, &pods[0].1);
+    let from = ping(&pods[0].0, &pods[1].1);
+    std::thread::sleep(Duration::from_secs(2));
+    c.agents[0].stop().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let config = c.dir.path().join("node-1.toml");
+    c.agents[0] = start_agent(&c.nodes[0], &config, 2);
+    wait_ready(&c.clients[0], &c.agents[0]);
+    for (what, t) in [("node-2 -> node-1", towards), ("node-1 -> node-2", from)] {
+        let out = t
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{what}: pings lost: {e}"));
+        assert!(
+            out.stdout.contains(" 0% packet loss"),
+            "{what}: {}",
+            out.stdout
+        );
+    }
+    // The restarted agent announced its block again and sent End-of-RIB: node-2 still routes to
+    // it after node-2's stale timer would have run out of patience had End-of-RIB not come.
+    assert!(
+        c.agents[0].log().contains("End-of-RIB sent"),
+        "{}",
+        c.agents[0].log_tail(30)
+    );
+    assert!(
+        routes(&c.nodes[1]).contains("via 198.18.0.11"),
+        "{}",
+        routes(&c.nodes[1])
     );
 }

@@ -22,7 +22,9 @@
 //! - Collision detection (§6.8) covers two connections at a time: the current one
 //!   and one more (ours pending or theirs accepted). When an OPEN arrives and the other
 //!   connection has sent its OPEN, the connection initiated by the speaker with the
-//!   higher BGP identifier survives; the other gets Cease/7. A connection that arrives
+//!   higher BGP identifier survives; the other gets Cease/7 (also when the survivor is
+//!   our own attempt whose TCP handshake is not reported yet: we wait for it, as the
+//!   peer keeps it too). A connection that arrives
 //!   while Established is refused with Cease/7.
 
 use std::net::Ipv4Addr;
@@ -179,6 +181,9 @@ pub enum Event {
     ManualStart,
     /// 2 ManualStop.
     ManualStop,
+    /// ManualStop because the peer was removed from the configuration: Cease/3
+    /// (peer de-configured) instead of Cease/2.
+    Deconfigured,
     /// ManualStop for a graceful restart of this speaker (RFC 4724 §4.1): every
     /// connection is closed without a NOTIFICATION, so that the peer keeps our
     /// routes.
@@ -524,6 +529,7 @@ impl Session {
             _ => {}
         }
 
+        let ev_is_deconfigured = ev == Deconfigured;
         match (self.state, ev) {
             // ---- Idle -------------------------------------------------------------
             (Idle, ManualStart) => {
@@ -550,9 +556,13 @@ impl Session {
             (Idle, _) => {}
 
             // ---- ManualStop, any other state ---------------------------------------
-            (_, ManualStop) => {
+            (_, ManualStop) | (_, Deconfigured) => {
                 self.auto = false;
-                let cease = Notification::cease(codes::CEASE_ADMIN_SHUTDOWN);
+                let cease = Notification::cease(if ev_is_deconfigured {
+                    codes::CEASE_PEER_DECONFIGURED
+                } else {
+                    codes::CEASE_ADMIN_SHUTDOWN
+                });
                 // RFC 8538 §5: an administrative shutdown is a Hard Reset, so that
                 // the peer really drops our routes.
                 let n = if self
@@ -746,12 +756,21 @@ impl Session {
             return self.fail(n, out);
         }
         if let Some(other) = self.other {
-            if other.open_sent && self.survivor(o.bgp_id) == other.id.dir {
-                // The other connection wins: this one is dumped (OpenCollisionDump).
+            if self.survivor(o.bgp_id) == other.id.dir {
+                // The other connection wins: this one is dumped (OpenCollisionDump). The
+                // peer decides the same way, so the other one is kept even while it is
+                // still being set up (our connect not yet acknowledged): then we wait for
+                // it in Connect, where its TcpCrAcked sends our OPEN.
                 let mine = self.conn.take();
                 self.conn = self.other.take();
                 if let Some(c) = mine {
                     self.dump(c, out);
+                }
+                if !other.open_sent {
+                    out.push(Action::StopTimer(Timer::Hold));
+                    // Should the handshake hang, the retry starts a fresh connection.
+                    out.push(Action::StartTimer(Timer::ConnectRetry, self.retry_delay()));
+                    self.state = State::Connect;
                 }
                 return;
             }

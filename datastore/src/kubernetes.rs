@@ -288,6 +288,11 @@ impl Kubernetes {
         })
     }
 
+    /// The kube client, for what is not a datastore kind (the core Kubernetes Node).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
     fn api(&self, ar: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
         match namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),

@@ -48,6 +48,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 pub mod conformance;
 pub mod error;
 pub mod etcd;

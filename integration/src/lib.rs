@@ -7,5 +7,6 @@
 pub mod apiserver;
 pub mod lab;
 pub mod plan;
+pub mod rbac;
 
 pub use plan::{LabPlan, NodePlan, PlanError};

@@ -262,34 +262,87 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
     } else {
         &weps
     };
+    // The pod's labels, beside the agent's own margay.dev/* ones.
+    let pod_labels: serde_json::Map<String, Value> = wep["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !k.starts_with("margay.dev/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     assert_eq!(
-        wep["metadata"]["labels"],
+        Value::Object(pod_labels),
         serde_json::json!({"tier": "db"}),
         "{weps}"
     );
     assert_eq!(wep["spec"]["ports"][0]["name"], "http", "{weps}");
     assert_eq!(wep["spec"]["ports"][0]["port"], 8080, "{weps}");
 
-    // A NetworkPolicy is stored (enforcement arrives with the policy issue: exit 2 until then).
-    let policy = lab.dir.path().join("deny.yaml");
-    std::fs::write(
-        &policy,
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: deny\n  namespace: x\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n",
-    )
-    .unwrap();
-    let code = lab.code(&["policy", "apply", policy.to_str().unwrap()]);
-    assert!(code == 0 || code == 2, "policy apply exited {code}");
+    // NetworkPolicy, synchronously: each command returns once every agent has programmed its
+    // write, so the very next probe sees the effect.
+    let apply = |name: &str, spec: &str| {
+        let file = lab.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: x\nspec:\n{spec}"
+            ),
+        )
+        .unwrap();
+        lab.ok(&["policy", "apply", file.to_str().unwrap()]);
+    };
+    let probe = |from: &str| lab.code(&["probe", from, "x/a", "8080/TCP"]);
+    apply("deny", "  podSelector: {}\n  policyTypes: [Ingress]\n");
     assert!(
         lab.ok(&["ctl", "get", "networkpolicy", "-n", "x"])
             .contains("deny")
     );
+    assert_eq!(
+        probe("default/pod-1-1"),
+        1,
+        "deny-all ingress, from another node"
+    );
+    assert_eq!(
+        probe("default/pod-2-1"),
+        1,
+        "deny-all ingress, from the same node"
+    );
+    // Allowed from namespaces labelled team=a: a namespace label change takes effect at once.
+    apply(
+        "from-team-a",
+        "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {team: a}\n",
+    );
+    assert_eq!(probe("default/pod-1-1"), 1);
+    lab.ok(&["ns", "label", "default", "team=a"]);
+    assert_eq!(
+        probe("default/pod-1-1"),
+        0,
+        "default is labelled team=a now"
+    );
+    lab.ok(&["ns", "label", "default", "team-"]);
+    assert_eq!(probe("default/pod-1-1"), 1, "and not any more");
+    // Allowed from pods labelled role=client in any namespace: a pod label change too.
+    apply(
+        "from-clients",
+        "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector: {}\n      podSelector:\n        matchLabels: {role: client}\n",
+    );
+    lab.ok(&["pod", "label", "default/pod-2-1", "role=client"]);
+    assert_eq!(probe("default/pod-2-1"), 0, "pod-2-1 is a client now");
+    assert_eq!(probe("default/pod-1-1"), 1, "pod-1-1 is not");
+    // Deleting the deny and team policies leaves from-clients, which still isolates x/a.
+    lab.ok(&["policy", "delete", "x/deny"]);
+    lab.ok(&["policy", "delete", "x/from-team-a"]);
+    assert_eq!(probe("default/pod-1-1"), 1);
+    assert_eq!(probe("default/pod-2-1"), 0);
+    assert_eq!(lab.code(&["policy", "delete", "x/nope"]), 2);
 
     // Deleting the namespace removes its pod and its policy.
     lab.ok(&["ns", "delete", "x"]);
     assert!(!lab.state().pods.contains_key("x/a"));
     assert!(
         !lab.ok(&["ctl", "get", "networkpolicy", "-A"])
-            .contains("deny")
+            .contains("from-clients"),
+        "ns delete removes the namespace's policies"
     );
     assert_eq!(lab_namespaces(&lab.prefix()).len(), 6);
 
@@ -317,6 +370,11 @@ fn down_after_the_supervisor_was_killed_leaves_nothing() {
         assert!(p.alive(), "{name} died with the supervisor");
     }
     assert!(lab.ok(&["status"]).contains("SUPERVISOR NOT RUNNING"));
+    // With etcd gone too, people still get the state's picture; scripts get an error.
+    before.procs["etcd"].stop(Duration::from_secs(5));
+    let picture = lab.ok(&["status"]);
+    assert!(picture.contains("default/pod-2-1"), "{picture}");
+    assert_eq!(lab.code(&["status", "-o", "json"]), 2);
     // ...and `down` still finds and stops them by PID.
     lab.ok(&["down"]);
     assert_nothing_left(&lab, &before);
@@ -385,6 +443,23 @@ fn two_commands_at_once_do_not_corrupt_the_state() {
         0
     );
 
+    // Refused creates say why and leave nothing behind.
+    let dup = lab.run(&["pod", "create", "default/p0"]);
+    assert_eq!(dup.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+    let no_ns = lab.run(&["pod", "create", "nope/a"]);
+    assert_eq!(no_ns.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_ns.stderr).contains("margay-lab ns create nope"));
+    let bad_node = lab.run(&["pod", "create", "default/q", "--node", "node-9"]);
+    assert_eq!(bad_node.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_node.stderr).contains("nodes: node-1"));
+    assert_eq!(lab.state().pods.len(), 4);
+    assert_eq!(
+        lab_namespaces(&lab.prefix()).len(),
+        3 + 4,
+        "br, infra, node, 4 pods"
+    );
+
     let before = lab.state();
     lab.ok(&["down"]);
     assert_nothing_left(&lab, &before);
@@ -402,4 +477,125 @@ fn commands_without_a_lab_say_how_to_start_one() {
     );
     // down with no lab is fine (nothing to remove).
     lab.ok(&["down"]);
+}
+
+#[test]
+fn a_dual_stack_lab_gives_pods_both_families_routed_between_nodes() {
+    let lab = Lab::new();
+    lab.ok(&["up", "--nodes", "2", "--pods-per-node", "1", "--ipv6"]);
+    let s = lab.status();
+    let node = &s["nodes"][0];
+    let blocks: Vec<&str> = node["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
+    assert!(
+        blocks.iter().any(|b| b.starts_with("100.64.")),
+        "{blocks:?}"
+    );
+    assert!(
+        blocks.iter().any(|b| b.starts_with("fd00:100:64:")),
+        "{blocks:?}"
+    );
+    let pods: Vec<&serde_json::Value> = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| n["pods"].as_array().unwrap())
+        .collect();
+    assert_eq!(pods.len(), 2);
+    for p in &pods {
+        let ips = p["ips"].as_array().unwrap();
+        assert_eq!(ips.len(), 2, "{p}");
+        assert!(
+            p["ip"].as_str().unwrap().starts_with("100.64."),
+            "IPv4 first: {p}"
+        );
+        assert!(
+            ips.iter()
+                .any(|i| i.as_str().unwrap().starts_with("fd00:100:64:")),
+            "{p}"
+        );
+    }
+    // Over IPv6 between the pods of the two nodes, both ways (IPv6 blocks learned over the
+    // nodes' IPv6 sessions).
+    let v6 = pods[1]["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .find(|i| i.contains(':'))
+        .unwrap()
+        .to_owned();
+    let from = pods[0]["name"].as_str().unwrap().to_owned();
+    assert_eq!(lab.code(&["ping", &from, &v6, "-c", "1"]), 0);
+    let back = pods[0]["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .find(|i| i.contains(':'))
+        .unwrap()
+        .to_owned();
+    let to = pods[1]["name"].as_str().unwrap().to_owned();
+    assert_eq!(lab.code(&["ping", &to, &back, "-c", "1"]), 0);
+    let before = lab.state();
+    lab.ok(&["down"]);
+    assert_nothing_left(&lab, &before);
+}
+
+#[test]
+fn an_up_that_fails_says_why_and_removes_what_it_made() {
+    let lab = Lab::new();
+    // The real binaries, but an agent that cannot start.
+    let bins = tempfile::tempdir().unwrap();
+    let real = bin();
+    for b in ["margay-cni", "margayctl"] {
+        std::os::unix::fs::symlink(real.with_file_name(b), bins.path().join(b)).unwrap();
+    }
+    let agent = bins.path().join("margay-node");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\necho 'this agent is broken on purpose' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let out = lab
+        .cmd(&[
+            "up",
+            "--nodes",
+            "2",
+            "--pods-per-node",
+            "1",
+            "--timeout",
+            "20",
+        ])
+        .env("MARGAY_BIN_DIR", bins.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node-1's agent exited"), "{err}");
+    assert!(
+        err.contains("broken on purpose"),
+        "the error quotes the agent's log: {err}"
+    );
+    assert!(err.contains("cleaning up"), "{err}");
+
+    let left = lab_namespaces(&lab.prefix());
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(!lab.dir.path().join("state.json").exists());
+    // etcd (started before the agents) is gone too: no process runs with the lab's data dir.
+    let data = format!("{}etcd", lab.prefix());
+    let running: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&data))
+        .collect();
+    assert!(running.is_empty(), "still running: {running:?}");
 }

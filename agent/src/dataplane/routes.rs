@@ -249,6 +249,38 @@ impl RouteDriver {
 
     /// Reads what the kernel has at start. Margay routes matching `keep` that are not desired
     /// become desired as they are, and are returned: after a restart, routes learned over BGP by
+    /// Where packets for next hop `nh` go: `nh` itself when it is on a connected subnet, else
+    /// the gateway the kernel's own route to `nh` uses (a recursive next hop, as BIRD's
+    /// `gateway recursive`): a peer may send a next hop that is not on this node's link.
+    pub async fn resolve_next_hop(&self, nh: IpAddr) -> Result<IpAddr, String> {
+        let prefix = if nh.is_ipv4() { 32 } else { 128 };
+        let msg = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(nh, prefix)
+            .map_err(|e| e.to_string())?
+            .build();
+        let mut answers = self.handle.route().get(msg).execute();
+        let route = answers
+            .try_next()
+            .await
+            .map_err(|e| format!("no route to next hop {nh}: {e}"))?
+            .ok_or_else(|| format!("no route to next hop {nh}"))?;
+        if route.header.kind == RouteType::Unreachable
+            || route.header.kind == RouteType::BlackHole
+            || route.header.kind == RouteType::Prohibit
+        {
+            return Err(format!("next hop {nh} is unreachable"));
+        }
+        Ok(route
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(IpAddr::V4(*g)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => Some(IpAddr::V6(*g)),
+                _ => None,
+            })
+            .unwrap_or(nh))
+    }
+
     /// the previous run stay in place until the speaker has learned them again (the caller drops
     /// the ones it did not re-learn). Every other route not desired yet is protected from
     /// removal until the first [`RouteDriver::resync`]. So a restart never interrupts

@@ -82,6 +82,20 @@ impl PolicyDataplane {
         }
     }
 
+    /// Takes natOutgoing's sets, chain and POSTROUTING hook (see [`super::nat`]).
+    pub fn set_nat(&mut self, states: &[super::nat::NatState]) {
+        use super::nat::{CHAIN, OWNER, TABLE};
+        for st in states {
+            for (name, set) in st.sets() {
+                self.ipsets.set(name, Some(set));
+            }
+            let rules = (!st.rules.is_empty()).then(|| st.rules.clone());
+            let d = self.driver(st.family);
+            d.set_chain(TABLE, CHAIN, rules);
+            d.set_hooks(TABLE, "POSTROUTING", OWNER, st.hooks());
+        }
+    }
+
     /// Writes what differs from what the kernel is known to hold: sets are created and filled
     /// first, then chains, then sets no longer referred to are destroyed.
     pub async fn program(&mut self) -> Result<ProgramReport, IptablesError> {

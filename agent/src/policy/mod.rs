@@ -7,9 +7,12 @@
 //! has delivered its initial list; the first programming (and every resync) reads the kernel and
 //! sweeps our chains and sets that are not wanted. Readiness condition `policy` is met after the
 //! first programming; [`AppliedIndex`] then answers the local API's `Applied` requests.
+//!
+//! The same drivers carry natOutgoing ([`nat`]): its sets and nat-table chain follow the IP pools.
 
 pub mod applied;
 mod dataplane;
+pub mod nat;
 mod task;
 
 pub use applied::AppliedIndex;

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use margay_api::agentconfig::IptablesBackend;
 use margay_api::k8s::{Namespace, NetworkPolicy};
 use margay_api::workload::{LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT};
-use margay_api::{AgentSettings, WorkloadEndpoint};
+use margay_api::{AgentSettings, IPPool, WorkloadEndpoint};
 use margay_datastore::{Backoff, Datastore, Event, Typed};
 use margay_policy::{Compiler, Endpoint, NamedPort, PolicyKey};
 use tokio::sync::mpsc;
@@ -28,7 +28,11 @@ const RETRY: Duration = Duration::from_secs(1);
 struct Shared {
     compiler: Compiler,
     revisions: HashMap<ObjectId, String>,
-    synced: [bool; 3],
+    /// IP pools by name, for natOutgoing.
+    pools: BTreeMap<String, IPPool>,
+    /// The pools changed since natOutgoing was last loaded.
+    nat_dirty: bool,
+    synced: [bool; 4],
 }
 
 type SharedRef = Arc<Mutex<Shared>>;
@@ -193,6 +197,26 @@ async fn run(
         },
     ));
 
+    watches.spawn(follow::<IPPool>(
+        Arc::clone(&ds),
+        shared.clone(),
+        tx.clone(),
+        3,
+        |s: &mut Shared, ev| {
+            match ev {
+                Event::Added(p) | Event::Modified(p) => {
+                    s.pools
+                        .insert(p.metadata.name.clone().unwrap_or_default(), p);
+                }
+                Event::Deleted(k) => {
+                    s.pools.remove(&k.name);
+                }
+                Event::Synced => s.synced[3] = true,
+            }
+            s.nat_dirty = true;
+        },
+    ));
+
     let mut dp = PolicyDataplane::new(mode);
     let mut first = true;
     let mut next_resync = tokio::time::Instant::now() + every;
@@ -227,6 +251,11 @@ async fn run(
                 dp.load_all(&s.compiler);
             } else {
                 dp.load_dirty(&s.compiler, &dirty);
+            }
+            if first || s.nat_dirty {
+                let pools: Vec<IPPool> = s.pools.values().cloned().collect();
+                dp.set_nat(&super::nat::nat_state(&pools));
+                s.nat_dirty = false;
             }
             s.revisions.clone()
         };

@@ -121,7 +121,31 @@ pub fn start_reflector(
         .expect("margay-node --role route-reflector starts")
 }
 
+/// The pool most tests use: `default-ipv4`, 100.64.0.0/16.
+pub fn default_pool() -> IPPool {
+    IPPool::new("default-ipv4", margay_api::IPPoolSpec::new("100.64.0.0/16"))
+}
+
 impl Cluster {
+    /// One pod on node `i` (counting from 0) in a namespace tagged `TAG-p{i}`, wired as the CNI
+    /// plugin does: its namespace and address.
+    pub fn pod_on(&self, tag: &str, i: usize) -> (Netns, String) {
+        let ns = Netns::with_tag(&format!("{tag}-p{i}")).unwrap();
+        let ip = wire_pod(
+            &self.clients[i],
+            &self.nodes[i],
+            &ns,
+            &format!("pod-{i}"),
+            &format!("mgytest{tag}{i}p"),
+        );
+        (ns, ip)
+    }
+
+    /// One pod on each of the first `n` nodes (see [`Cluster::pod_on`]).
+    pub fn pods(&self, tag: &str, n: usize) -> Vec<(Netns, String)> {
+        (0..n).map(|i| self.pod_on(tag, i)).collect()
+    }
+
     /// `n` full nodes with `pool` (and an IPAM config).
     pub fn new(tag: &str, n: usize, pool: IPPool, ipam: Option<IPAMConfig>) -> Cluster {
         let setup: Setup = Box::new(move |ds| {

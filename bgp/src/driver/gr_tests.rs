@@ -105,11 +105,16 @@ async fn a_speaker_stopped_for_restart_keeps_its_routes_at_the_peer_until_its_en
     let a = p
         .a(
             GracefulRestart::default(),
-            &["100.64.1.0/24", "100.64.2.0/24"],
+            &[
+                "100.64.1.0/24",
+                "100.64.2.0/24",
+                "fd00:64:1::/64",
+                "fd00:64:2::/64",
+            ],
         )
         .await;
     a.initial_routes_done().unwrap();
-    let st = wait_for(&p.b, p.a_ip, |s| s.accepted == 2).await;
+    let st = wait_for(&p.b, p.a_ip, |s| s.accepted == 4).await;
     assert!(st.since.is_some(), "{st:?}");
     changes_within(&mut rx, Duration::from_millis(300)).await;
 
@@ -119,7 +124,7 @@ async fn a_speaker_stopped_for_restart_keeps_its_routes_at_the_peer_until_its_en
         s.state != State::Established && s.restarting
     })
     .await;
-    assert_eq!((st.stale, st.accepted), (2, 2), "{st:?}");
+    assert_eq!((st.stale, st.accepted), (4, 4), "{st:?}");
     let c = changes_within(&mut rx, Duration::from_millis(500)).await;
     assert!(withdrawn(&c).is_empty(), "{c:?}");
 
@@ -131,23 +136,26 @@ async fn a_speaker_stopped_for_restart_keeps_its_routes_at_the_peer_until_its_en
                 restarting: true,
                 ..GracefulRestart::default()
             },
-            &["100.64.1.0/24"],
+            &["100.64.1.0/24", "fd00:64:1::/64"],
         )
         .await;
     let st = wait_for(&p.b, p.a_ip, |s| {
-        s.state == State::Established && s.stale == 1
+        s.state == State::Established && s.stale == 2
     })
     .await;
     assert!(st.restarting, "{st:?}");
     let c = changes_within(&mut rx, Duration::from_millis(500)).await;
     assert!(withdrawn(&c).is_empty(), "no End-of-RIB yet: {c:?}");
 
-    // End-of-RIB: the route not re-announced goes, the other stays.
+    // End-of-RIB of each family: the routes not re-announced go, the others stay.
     a.initial_routes_done().unwrap();
     let st = wait_for(&p.b, p.a_ip, |s| !s.restarting).await;
-    assert_eq!((st.stale, st.accepted), (0, 1), "{st:?}");
-    let c = changes_within(&mut rx, Duration::from_millis(300)).await;
-    assert_eq!(withdrawn(&c), vec![net("100.64.2.0/24").into()], "{c:?}");
+    assert_eq!((st.stale, st.accepted), (0, 2), "{st:?}");
+    let mut c = withdrawn(&changes_within(&mut rx, Duration::from_millis(300)).await);
+    c.sort();
+    let mut want: Vec<Prefix> = vec![net("100.64.2.0/24").into(), net("fd00:64:2::/64").into()];
+    want.sort();
+    assert_eq!(c, want);
     a.shutdown().await;
     p.b.shutdown().await;
 }

@@ -21,6 +21,9 @@ use crate::fsm::{
 use crate::rib::{PeerId, PeerUp};
 use crate::wire::{Codec, Family, Message, RouteRefresh, Update, codes};
 
+/// How often a passive MD5 peer that does not connect is reported.
+const MD5_HINT_EVERY: Duration = Duration::from_secs(30);
+
 /// Commands from the core task and the listener.
 #[derive(Debug)]
 pub(crate) enum PeerCmd {
@@ -30,6 +33,8 @@ pub(crate) enum PeerCmd {
     Refresh,
     /// Stop the session (Cease) and end the task.
     Stop,
+    /// The peer was removed: stop with Cease/3 and end the task.
+    Remove,
     /// Close the session without NOTIFICATION (graceful restart) and end the task.
     StopForRestart,
 }
@@ -90,6 +95,11 @@ impl PeerTask {
 
     pub async fn run(mut self) {
         self.feed(Event::ManualStart);
+        // A passive peer with TCP MD5 that never connects may be using another
+        // password (the kernel drops its SYNs silently): say so now and then.
+        let md5_passive = self.cfg.passive && self.cfg.password.is_some();
+        let mut md5_hint =
+            tokio::time::interval_at(tokio::time::Instant::now() + MD5_HINT_EVERY, MD5_HINT_EVERY);
         loop {
             let next = self.timers.values().min().copied();
             let sleep = async move {
@@ -104,6 +114,10 @@ impl PeerTask {
                         self.feed(Event::ManualStop);
                         break;
                     }
+                    Some(PeerCmd::Remove) => {
+                        self.feed(Event::Deconfigured);
+                        break;
+                    }
                     Some(PeerCmd::StopForRestart) => {
                         self.feed(Event::StopForRestart);
                         break;
@@ -113,6 +127,18 @@ impl PeerTask {
                 },
                 Some(ev) = self.events.recv() => self.on_conn_event(ev),
                 () = sleep => self.fire_timers(),
+                _ = md5_hint.tick(), if md5_passive => {
+                    if self.session.state() != State::Established && self.conns.is_empty() {
+                        warn!(waited = ?MD5_HINT_EVERY,
+                            "no connection from the peer, and TCP MD5 is configured for it: \
+                             if the peer is up, check that both sides use the same password");
+                        self.set_error(
+                            "no connection from the peer (TCP MD5 is configured: a password \
+                             mismatch looks like this)"
+                                .into(),
+                        );
+                    }
+                }
             }
         }
         for (_, c) in self.conns.drain() {

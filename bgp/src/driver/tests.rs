@@ -120,7 +120,8 @@ async fn two_speakers_establish_exchange_and_withdraw_routes() {
         "{back:?}"
     );
 
-    // A removes B: B sees a Cease and loses A's routes.
+    // A removes B: B sees a Cease (a Hard Reset: both speakers set the N bit) and
+    // loses A's routes.
     a.remove_peer(b_ip).await.unwrap();
     assert_eq!(
         next_changes(&mut rx).await,
@@ -129,7 +130,11 @@ async fn two_speakers_establish_exchange_and_withdraw_routes() {
         }]
     );
     let st = wait_for(&b, a_ip, |s| s.state != State::Established).await;
-    assert!(st.last_error.unwrap().contains("administrative shutdown"));
+    let e = st.last_error.unwrap();
+    assert!(
+        e.contains("hard reset for cease: peer de-configured"),
+        "{e}"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }

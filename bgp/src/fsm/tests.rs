@@ -476,6 +476,36 @@ fn incoming_connection_while_connecting_keeps_our_attempt_as_the_candidate() {
 }
 
 #[test]
+fn an_open_on_the_peers_connection_while_our_winning_attempt_is_pending_waits_for_ours() {
+    // We (higher id than LOWER) are connecting (out1) when the peer's connection (in1)
+    // arrives and its OPEN comes before our TCP handshake is reported. Our attempt is the
+    // survivor (§6.8: the higher identifier's connection), as the peer decides too: giving
+    // it up for in1 would leave each side on the connection the other dumped.
+    let mut s = connect_state();
+    s.handle(Event::TcpConnectionConfirmed(in1()));
+    let a = s.handle(Event::BgpOpen(in1(), peer_open(LOWER, 90)));
+    assert_eq!(notification_sent(&a), Some((6, 7)));
+    assert!(a.contains(&Action::Close(in1())));
+    assert_eq!(s.connection(), Some(out1()));
+    assert_eq!(s.state(), State::Connect);
+    let a = s.handle(Event::TcpCrAcked(out1()));
+    assert!(matches!(sends(&a)[0], (c, Message::Open(_)) if c == out1()));
+    s.handle(Event::BgpOpen(out1(), peer_open(LOWER, 90)));
+    s.handle(Event::KeepAliveMsg(out1()));
+    assert_eq!(s.state(), State::Established);
+}
+
+#[test]
+fn an_open_on_the_peers_connection_while_our_losing_attempt_is_pending_drops_ours() {
+    let mut s = connect_state();
+    s.handle(Event::TcpConnectionConfirmed(in1()));
+    let a = s.handle(Event::BgpOpen(in1(), peer_open(HIGHER, 90)));
+    assert!(a.contains(&Action::Close(out1())));
+    assert_eq!(s.connection(), Some(in1()));
+    assert_eq!(s.state(), State::OpenConfirm);
+}
+
+#[test]
 fn events_on_a_dropped_connection_only_close_it() {
     let mut s = established();
     let stale = ConnId {
@@ -577,6 +607,17 @@ fn manual_stop_sends_a_hard_reset_when_the_n_bit_is_negotiated() {
         .unwrap();
     assert!(n.is_hard_reset());
     assert_eq!(n.data, vec![codes::CEASE, codes::CEASE_ADMIN_SHUTDOWN]);
+    // A removed peer: Hard Reset for "peer de-configured".
+    let mut s = established_gr(true, true);
+    let a = s.handle(Event::Deconfigured);
+    let n = sends(&a)
+        .into_iter()
+        .find_map(|(_, m)| match m {
+            Message::Notification(n) => Some(n),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(n.data, vec![codes::CEASE, codes::CEASE_PEER_DECONFIGURED]);
     // Without the N bit on both sides: a plain Cease.
     let mut s = established_gr(true, false);
     let a = s.handle(Event::ManualStop);

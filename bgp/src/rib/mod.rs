@@ -294,8 +294,21 @@ impl Ctx {
             if a.as_path.contains(self.cfg.local_as) {
                 return None;
             }
-            // LOCAL_PREF is not to be taken from external peers.
+            // RFC 7606 §7.2: confederation segments from an external peer (we are
+            // in no confederation) make the route treat-as-withdraw.
+            if a.as_path.segments.iter().any(|s| {
+                matches!(
+                    s.kind,
+                    crate::wire::SegmentType::ConfedSequence | crate::wire::SegmentType::ConfedSet
+                )
+            }) {
+                return None;
+            }
+            // LOCAL_PREF, ORIGINATOR_ID and CLUSTER_LIST are not to be taken from
+            // external peers (RFC 4271 §5.1.5, RFC 7606 §7.5, §7.9, §7.10: discard).
             a.local_pref = None;
+            a.originator_id = None;
+            a.cluster_list.clear();
         }
         Some(a)
     }
@@ -686,7 +699,9 @@ impl Rib {
         self.dump_eor(peer, true)
     }
 
-    fn dump_eor(&mut self, peer: PeerId, eor: bool) -> Vec<Output> {
+    /// [`Rib::dump`], with End-of-RIB only if `eor` (held back, see
+    /// [`Rib::peer_up_eor`]).
+    pub fn dump_eor(&mut self, peer: PeerId, eor: bool) -> Vec<Output> {
         let mut out = Vec::new();
         let fams = self
             .ctx

@@ -678,3 +678,32 @@ fn end_of_rib_can_be_held_back_and_sent_later() {
         vec![Some(1), Some(2)]
     );
 }
+
+#[test]
+fn confederation_segments_and_ibgp_only_attributes_from_ebgp_are_handled_per_rfc_7606() {
+    let mut r = rib(false);
+    r.track_changes(true);
+    let e = add(&mut r, 2, 65002, false);
+    let mut confed = attrs([198, 18, 0, 2], &[65002]);
+    confed.as_path.segments.insert(
+        0,
+        crate::wire::AsSegment {
+            kind: crate::wire::SegmentType::ConfedSequence,
+            asns: vec![65100],
+        },
+    );
+    r.apply_update(e, &announce(confed, &["100.64.0.0/24"]));
+    assert!(r.flush().changes.is_empty());
+    let mut a = attrs([198, 18, 0, 2], &[65002]);
+    a.originator_id = Some(Ipv4Addr::new(10, 9, 9, 9));
+    a.cluster_list = vec![Ipv4Addr::new(10, 8, 8, 8)];
+    a.local_pref = Some(500);
+    r.apply_update(e, &announce(a, &["100.64.1.0/24"]));
+    r.flush();
+    let got = r.paths(p4("100.64.1.0/24").into());
+    let got = &got[0].attrs;
+    assert_eq!(
+        (got.originator_id, got.cluster_list.len(), got.local_pref),
+        (None, 0, None)
+    );
+}

@@ -5,7 +5,9 @@
 //!
 //! - [`Netns`]: a uniquely named namespace (`mgyt-<pid>-<n>[-tag]`) deleted on drop, also when
 //!   the test panics; [`Netns::run`] / [`Netns::block_on`] run code inside it on a dedicated
-//!   thread, [`Netns::exec`] / [`Netns::command`] run programs inside it.
+//!   thread, [`Netns::exec`] / [`Netns::command`] run programs inside it. A lab whose namespaces
+//!   outlive the command that made them uses [`Netns::persistent`] / [`Netns::adopt`] (guards
+//!   that never delete) and [`delete_netns`].
 //! - Links ([`Netns::connect`], [`Netns::add_veth`], [`Bridge`]), addresses restricted to the
 //!   test ranges ([`addr::ALLOWED_RANGES`]), and per-namespace sysctls ([`Netns::sysctl`]).
 //! - [`Daemon`]: a background process with a log file and readiness conditions ([`Ready`]),

@@ -18,7 +18,7 @@ use margay_integration::lab::{objects, probe, status, supervisor};
 ///
 /// The lab's state lives in $MARGAY_LAB_DIR (default /run/margay-lab), so commands work from any
 /// directory. Exit codes: 0 success; 1 a probe found the connection blocked; 2 an error (or a
-/// policy stored but not yet enforced); `ping`, `exec` and `ctl` pass on their command's code.
+/// policy stored but not enforced by the agents); `ping`, `exec` and `ctl` pass on their command's code.
 #[derive(Debug, Parser)]
 #[command(name = "margay-lab", version)]
 struct Cli {
@@ -244,7 +244,7 @@ fn labels_of(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 fn report(what: &str, c: Confirmation) {
     match c {
-        Confirmation::Agents => eprintln!("{what}; every agent has it"),
+        Confirmation::Agents => eprintln!("{what}; every agent's policy has it"),
         Confirmation::DatastoreOnly => eprintln!("{what}"),
     }
 }
@@ -271,7 +271,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Down => down(&lab)?,
         Cmd::Status { output, dot, svg } => {
             let st = snapshot(&lab)?;
-            let s = status::gather(&st)?;
+            let mut online = true;
+            let s = match status::gather(&st) {
+                Ok(s) => s,
+                // People still get what the state knows; scripts get the error.
+                Err(e) if output == Output::Text && !dot && !svg => {
+                    eprintln!(
+                        "margay-lab: {e:#}\n(showing what the lab's state file knows; blocks and BGP sessions come from etcd)"
+                    );
+                    online = false;
+                    status::offline(&st)
+                }
+                Err(e) => return Err(e),
+            };
             if dot {
                 print!("{}", status::dot(&st, &s));
             } else if svg {
@@ -279,7 +291,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                print!("{}", status::picture(&lab, &st, &s));
+                let objects = online.then(|| status::objects(&st).ok()).flatten();
+                print!("{}", status::picture(&lab, &st, &s, objects.as_ref()));
             }
         }
         Cmd::Ns { cmd } => return ns(&lab, cmd),
@@ -429,11 +442,17 @@ fn ns(lab: &LabDir, cmd: NsCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         NsCmd::Create { name, labels } => {
             let w = objects::create_namespace(&st, &name, labels_of(&labels)?)?;
-            report(&format!("namespace {name} created"), confirm(&st, &[w])?);
+            report(
+                &format!("namespace {name} created"),
+                confirm(lab, &st, &[w])?,
+            );
         }
         NsCmd::Label { name, edits } => {
             let w = objects::label_namespace(&st, &name, &edits)?;
-            report(&format!("namespace {name} labelled"), confirm(&st, &[w])?);
+            report(
+                &format!("namespace {name} labelled"),
+                confirm(lab, &st, &[w])?,
+            );
         }
         NsCmd::Delete { name } => {
             let bins = Bins::find()?;
@@ -443,13 +462,14 @@ fn ns(lab: &LabDir, cmd: NsCmd) -> anyhow::Result<ExitCode> {
                 .filter(|p| p.namespace == name)
                 .map(|p| p.id())
                 .collect();
+            let mut w = Vec::new();
             for id in &ids {
-                pods::delete(lab, &lock, &mut st, &bins, id)?;
+                w.extend(pods::delete(lab, &lock, &mut st, &bins, id)?);
             }
-            let w = objects::delete_namespace(&st, &name)?;
+            w.extend(objects::delete_namespace(&st, &name)?);
             report(
                 &format!("namespace {name} deleted with {} pods", ids.len()),
-                confirm(&st, &w)?,
+                confirm(lab, &st, &w)?,
             );
         }
         NsCmd::List => {
@@ -481,11 +501,10 @@ fn pod(lab: &LabDir, cmd: PodCmd) -> anyhow::Result<ExitCode> {
                 labels: labels_of(&labels)?,
                 ports,
             };
-            let p = pods::create(lab, &lock, &mut st, &bins, &spec, true)?;
-            let w = objects::write_pod(&st, &p)?;
+            let (p, w) = pods::create(lab, &lock, &mut st, &bins, &spec, true)?;
             report(
                 &format!("pod {id} on {} at {}", p.node, p.ips.join(" ")),
-                confirm(&st, &[w])?,
+                confirm(lab, &st, &[w])?,
             );
         }
         PodCmd::Label { id, edits } => {
@@ -494,11 +513,14 @@ fn pod(lab: &LabDir, cmd: PodCmd) -> anyhow::Result<ExitCode> {
             let w = objects::write_pod(&st, &p)?;
             st.pods.insert(id.clone(), p);
             lab.save(&lock, &st)?;
-            report(&format!("pod {id} labelled"), confirm(&st, &[w])?);
+            report(&format!("pod {id} labelled"), confirm(lab, &st, &[w])?);
         }
         PodCmd::Delete { id } => {
-            pods::delete(lab, &lock, &mut st, &bins, &id)?;
-            eprintln!("pod {id} deleted");
+            let w = pods::delete(lab, &lock, &mut st, &bins, &id)?;
+            report(
+                &format!("pod {id} deleted"),
+                confirm(lab, &st, &Vec::from_iter(w))?,
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -528,14 +550,19 @@ fn policy(lab: &LabDir, cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
             (format!("NetworkPolicy {id} deleted"), w)
         }
     };
-    match confirm(&st, &[written])? {
+    let deleted = written.revision.is_none();
+    match confirm(lab, &st, &[written])? {
         Confirmation::Agents => {
-            eprintln!("{what}; every agent enforces it");
+            if deleted {
+                eprintln!("{what}; no agent enforces it any more");
+            } else {
+                eprintln!("{what}; every agent enforces it");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Confirmation::DatastoreOnly => {
             eprintln!(
-                "{what} in the datastore, but the agents do not enforce NetworkPolicy yet: policy enforcement arrives with the policy issue (#13)"
+                "{what} in the datastore, but the agents do not enforce NetworkPolicy (a margay-node without network policy); it takes effect once they do"
             );
             Ok(ExitCode::from(2))
         }

@@ -58,6 +58,23 @@ pub fn namespaces(st: &State) -> anyhow::Result<BTreeMap<String, BTreeMap<String
     })
 }
 
+/// Every NetworkPolicy as `NS/NAME`.
+pub fn policies(st: &State) -> anyhow::Result<Vec<String>> {
+    with_ds(st, |ds| async move {
+        let (all, _) = Typed::<NetworkPolicy>::new(ds).list(None).await?;
+        Ok(all
+            .into_iter()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p.metadata.namespace.unwrap_or_default(),
+                    p.metadata.name.unwrap_or_default()
+                )
+            })
+            .collect())
+    })
+}
+
 /// `ns create NAME --label k=v...`.
 pub fn create_namespace(
     st: &State,
@@ -225,6 +242,27 @@ pub fn write_pod(st: &State, pod: &PodState) -> anyhow::Result<Written> {
             name: wep_name,
             revision: stored.metadata.resource_version,
         })
+    })
+}
+
+/// The deletion of a pod's WorkloadEndpoint that its CNI DEL brings (the agent deletes it), for
+/// [`super::sync::confirm`]; `None` when the pod has none.
+pub fn pod_wep_deletion(st: &State, pod: &PodState) -> anyhow::Result<Option<Written>> {
+    let pod = pod.clone();
+    with_ds(st, |ds| async move {
+        let (all, _) = Typed::<WorkloadEndpoint>::new(ds)
+            .list(Some(&pod.namespace))
+            .await?;
+        Ok(all
+            .into_iter()
+            .find(|w| w.spec.pod == pod.name && w.spec.node == pod.node)
+            .and_then(|w| w.metadata.name)
+            .map(|name| Written {
+                kind: "WorkloadEndpoint",
+                namespace: pod.namespace.clone(),
+                name,
+                revision: None,
+            }))
     })
 }
 

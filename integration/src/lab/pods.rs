@@ -183,6 +183,7 @@ fn run_cni(
 }
 
 /// Creates a pod; with `wait`, returns only once every node routes to it. Saves the state.
+/// Returns the pod and the write of its WorkloadEndpoint's labels and ports.
 pub fn create(
     lab: &LabDir,
     lock: &Lock,
@@ -190,7 +191,7 @@ pub fn create(
     bins: &Bins,
     spec: &PodSpec,
     wait: bool,
-) -> anyhow::Result<PodState> {
+) -> anyhow::Result<(PodState, objects::Written)> {
     check_name("namespace", &spec.namespace)?;
     check_name("pod name", &spec.name)?;
     let id = format!("{}/{}", spec.namespace, spec.name);
@@ -260,13 +261,51 @@ pub fn create(
     st.pods.insert(id.clone(), pod.clone());
     lab.save(lock, st)?;
 
-    start_server(lab, st, bins, &pod)?;
-    lab.save(lock, st)?;
-    objects::write_pod(st, &pod)?;
-    if wait {
-        wait_routes(st, ROUTE_TIMEOUT)?;
+    let finish = |st: &mut State| -> anyhow::Result<objects::Written> {
+        if pod.ips.iter().any(|i| i.contains(':')) {
+            wait_dad(&node, &pod)?;
+        }
+        start_server(lab, st, bins, &pod)?;
+        lab.save(lock, st)?;
+        let written = objects::write_pod(st, &pod)?;
+        if wait {
+            wait_routes(st, ROUTE_TIMEOUT)?;
+        }
+        Ok(written)
+    };
+    let written = finish(st);
+    if let Err(e) = written {
+        // Undo the half-made pod (CNI DEL, server, namespace) and report the first failure.
+        if let Err(undo) = delete(lab, lock, st, bins, &id) {
+            tracing::warn!(pod = %id, error = %undo, "cannot remove the half-made pod");
+        }
+        return Err(e.context(format!("pod {id} not created (removed again)")));
     }
-    Ok(pod)
+    Ok((pod, written?))
+}
+
+/// Waits until IPv6 duplicate address detection is over on both sides of a new pod's veth:
+/// tentative addresses (the pod's, the host side's fe80::ecee:eeff:feee:eeee that the pod's
+/// default route points to) do not carry traffic yet.
+fn wait_dad(node: &NodeState, pod: &PodState) -> anyhow::Result<()> {
+    let tentative = |ns: &str| {
+        margay_harness::cmd::run(&["ip", "-n", ns, "-6", "addr", "show", "tentative"])
+            .map(|o| o.stdout.trim().to_owned())
+            .unwrap_or_default()
+    };
+    wait_for(
+        &format!("IPv6 duplicate address detection for pod {}", pod.id()),
+        Duration::from_secs(10),
+        || (tentative(&pod.netns).is_empty() && tentative(&node.netns).is_empty()).then_some(()),
+        || {
+            format!(
+                "pod: {}
+node: {}",
+                tentative(&pod.netns),
+                tentative(&node.netns)
+            )
+        },
+    )
 }
 
 /// The supervisor's name for a pod's server.
@@ -330,16 +369,21 @@ fn start_server(lab: &LabDir, st: &mut State, bins: &Bins, pod: &PodState) -> an
     )
 }
 
-/// Deletes a pod: CNI DEL (which frees its addresses), its server, its namespace.
+/// Deletes a pod: CNI DEL (which frees its addresses and makes the agent delete its
+/// WorkloadEndpoint), its server, its namespace. Returns the endpoint's deletion, if it had one.
 pub fn delete(
     lab: &LabDir,
     lock: &Lock,
     st: &mut State,
     bins: &Bins,
     id: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<objects::Written>> {
     let pod = find_pod(st, id)?.clone();
     let mut errors = Vec::new();
+    let wep = objects::pod_wep_deletion(st, &pod).unwrap_or_else(|e| {
+        errors.push(format!("{e:#}"));
+        None
+    });
     if let Some(node) = st.node(&pod.node).cloned() {
         let conf = cni_conf(lab, st, &node);
         if let Err(e) = run_cni(bins, &node, "DEL", &pod, &conf) {
@@ -363,7 +407,7 @@ pub fn delete(
     if !errors.is_empty() {
         anyhow::bail!("pod {id} removed with errors: {}", errors.join("; "));
     }
-    Ok(())
+    Ok(wep)
 }
 
 /// Applies `k=v` / `k-` edits to a label map; errors name the bad argument.
@@ -403,9 +447,18 @@ fn check_label_key(k: &str, arg: &str) -> anyhow::Result<()> {
 /// Waits until every node routes to every pod's IPv4 address: its own pods over their veth
 /// (`dev mgy…`), the others' via the owning node's underlay address (learned over BGP).
 pub fn wait_routes(st: &State, timeout: Duration) -> anyhow::Result<()> {
+    wait_family(st, false, timeout)
+}
+
+/// As [`wait_routes`], for the pods' IPv6 addresses.
+pub fn wait_routes_v6(st: &State, timeout: Duration) -> anyhow::Result<()> {
+    wait_family(st, true, timeout)
+}
+
+fn wait_family(st: &State, v6: bool, timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
-        let missing = missing_routes(st, false);
+        let missing = missing_routes(st, v6);
         if missing.is_empty() {
             return Ok(());
         }
@@ -563,6 +616,64 @@ mod tests {
         assert!(parse_pod_id("a").is_err());
         assert!(parse_pod_id("x/a/b").is_err());
         assert!(parse_pod_id("/a").is_err());
+    }
+
+    proptest::proptest! {
+        /// Setting labels then removing them leaves the other labels as they were, in any order
+        /// of edits.
+        #[test]
+        fn label_edits_undo_cleanly(
+            base in proptest::collection::btree_map("[a-z]{1,5}", "[a-z0-9]{0,5}", 0..5),
+            added in proptest::collection::btree_map("[a-z]{1,5}", "[a-z0-9]{0,5}", 0..5),
+        ) {
+            let mut l = base.clone();
+            let sets: Vec<String> = added.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            edit_labels(&mut l, &sets).unwrap();
+            for (k, v) in &added {
+                proptest::prop_assert_eq!(l.get(k), Some(v));
+            }
+            let removes: Vec<String> = added.keys().map(|k| format!("{k}-")).collect();
+            edit_labels(&mut l, &removes).unwrap();
+            let mut want = base.clone();
+            want.retain(|k, _| !added.contains_key(k));
+            proptest::prop_assert_eq!(l, want);
+        }
+
+        /// The route chosen for an address contains it, and no longer prefix in the table does.
+        #[test]
+        fn the_chosen_route_is_the_longest_match(
+            prefixes in proptest::collection::vec((0u32..=0xffff, 16u8..=32), 1..12),
+            host in 0u32..=0xffff,
+        ) {
+            // Each route's gateway is 198.18.0.<its index>, so the choice can be traced back.
+            let routes: Vec<(IpNet, RouteVia)> = prefixes
+                .iter()
+                .enumerate()
+                .map(|(i, (bits, len))| {
+                    let addr = std::net::Ipv4Addr::from(0x6440_0000 | bits);
+                    let gw = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, i as u8));
+                    (
+                        IpNet::V4(ipnet::Ipv4Net::new(addr, *len).unwrap().trunc()),
+                        RouteVia::Gateway(gw),
+                    )
+                })
+                .collect();
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x6440_0000 | host));
+            let longest = routes
+                .iter()
+                .filter(|(n, _)| n.contains(&ip))
+                .map(|(n, _)| n.prefix_len())
+                .max();
+            match (best_route(&routes, ip), longest) {
+                (None, None) => {}
+                (Some(RouteVia::Gateway(IpAddr::V4(gw))), Some(len)) => {
+                    let (net, _) = &routes[usize::from(gw.octets()[3])];
+                    proptest::prop_assert!(net.contains(&ip));
+                    proptest::prop_assert_eq!(net.prefix_len(), len);
+                }
+                other => proptest::prop_assert!(false, "{:?}", other),
+            }
+        }
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub async fn serve(name: String, ports: Vec<u16>) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             loop {
                 let Ok((mut s, _)) = tcp.accept().await else {
+                    // Out of file descriptors or the like: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 };
                 let a = a.clone();

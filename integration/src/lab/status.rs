@@ -74,6 +74,41 @@ fn enum_name<T: Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
+/// What the state alone says, when the datastore cannot be reached: nodes and pods, no blocks,
+/// no sessions, the default AS number.
+pub fn offline(st: &State) -> Status {
+    Status {
+        nodes: st
+            .nodes
+            .iter()
+            .map(|n| NodeInfo {
+                name: n.name.clone(),
+                address: n.ipv4.clone(),
+                asn: margay_api::bgp::DEFAULT_AS_NUMBER,
+                blocks: Vec::new(),
+                pods: pods_of(st, &n.name),
+            })
+            .collect(),
+        peers: Vec::new(),
+    }
+}
+
+fn pods_of(st: &State, node: &str) -> Vec<PodInfo> {
+    st.pods
+        .values()
+        .filter(|p| p.node == node)
+        .map(|p| PodInfo {
+            name: p.id(),
+            namespace: p.namespace.clone(),
+            ip: super::probe::pod_ip(p)
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
+            ips: p.ips.clone(),
+            labels: p.labels.clone(),
+        })
+        .collect()
+}
+
 /// Reads the lab's status from its state and the datastore.
 pub fn gather(st: &State) -> anyhow::Result<Status> {
     let (nodes, affinities, statuses, default_as) = with_ds(st, |ds| async move {
@@ -114,20 +149,7 @@ pub fn gather(st: &State) -> anyhow::Result<Status> {
             .map(|a| a.spec.cidr.clone())
             .collect();
         blocks.sort();
-        let pods = st
-            .pods
-            .values()
-            .filter(|p| p.node == n.name)
-            .map(|p| PodInfo {
-                name: p.id(),
-                namespace: p.namespace.clone(),
-                ip: super::probe::pod_ip(p)
-                    .map(|i| i.to_string())
-                    .unwrap_or_default(),
-                ips: p.ips.clone(),
-                labels: p.labels.clone(),
-            })
-            .collect();
+        let pods = pods_of(st, &n.name);
         out.nodes.push(NodeInfo {
             name: n.name.clone(),
             address: n.ipv4.clone(),
@@ -157,8 +179,29 @@ pub fn gather(st: &State) -> anyhow::Result<Status> {
     Ok(out)
 }
 
+/// The Kubernetes objects the picture lists besides the topology.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Objects {
+    /// Namespaces and their labels (without `kubernetes.io/metadata.name`).
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// NetworkPolicies as `NS/NAME`.
+    pub policies: Vec<String>,
+}
+
+/// Reads the namespaces and policies for the picture.
+pub fn objects(st: &State) -> anyhow::Result<Objects> {
+    let mut namespaces = super::objects::namespaces(st)?;
+    for labels in namespaces.values_mut() {
+        labels.remove(margay_api::k8s::LABEL_NAMESPACE_NAME);
+    }
+    Ok(Objects {
+        namespaces,
+        policies: super::objects::policies(st)?,
+    })
+}
+
 /// The picture a person reads at a glance.
-pub fn picture(lab: &LabDir, st: &State, s: &Status) -> String {
+pub fn picture(lab: &LabDir, st: &State, s: &Status, objects: Option<&Objects>) -> String {
     let mut o = String::new();
     let sup = match &st.supervisor {
         Some(p) if p.alive() => format!("supervisor pid {}", p.pid),
@@ -194,9 +237,13 @@ pub fn picture(lab: &LabDir, st: &State, s: &Status) -> String {
             .filter(|p| p.node == n.name && p.state == "Established")
             .count();
         let all = s.peers.iter().filter(|p| p.node == n.name).count();
+        let agent = match st.procs.get(&format!("agent-{}", n.name)) {
+            Some(p) if p.alive() => "",
+            _ => "  AGENT NOT RUNNING",
+        };
         let _ = writeln!(
             o,
-            "\n{}  {}  AS {}  BGP {up}/{all} up  blocks {}",
+            "\n{}  {}  AS {}  BGP {up}/{all} up  blocks {}{agent}",
             n.name,
             n.address,
             n.asn,
@@ -221,6 +268,30 @@ pub fn picture(lab: &LabDir, st: &State, s: &Status) -> String {
                 labels.join(",")
             );
         }
+    }
+    if let Some(obj) = objects {
+        let ns: Vec<String> = obj
+            .namespaces
+            .iter()
+            .map(|(n, labels)| {
+                if labels.is_empty() {
+                    n.clone()
+                } else {
+                    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("{n} ({})", l.join(","))
+                }
+            })
+            .collect();
+        let _ = writeln!(o, "\nnamespaces: {}", ns.join("  "));
+        let _ = writeln!(
+            o,
+            "network policies: {}",
+            if obj.policies.is_empty() {
+                "none".to_owned()
+            } else {
+                obj.policies.join("  ")
+            }
+        );
     }
     if !s.peers.is_empty() {
         let _ = writeln!(o, "\nBGP sessions");

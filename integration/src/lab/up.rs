@@ -39,7 +39,7 @@ pub struct UpOptions {
 
 /// Prints one progress line to stderr.
 pub fn progress(what: &str, since: Instant) {
-    eprintln!("  {what:<44} {:>6.1} s", since.elapsed().as_secs_f64());
+    eprintln!("  {what:<48} {:>6.1} s", since.elapsed().as_secs_f64());
 }
 
 /// Builds the lab; on any failure says what and removes everything made so far.
@@ -208,10 +208,14 @@ fn build(
         std::fs::write(
             &config,
             format!(
-                "node_name = \"{}\"\nsocket = \"{}\"\nip = \"{}/24\"\n[datastore]\netcd_endpoints = [\"{}\"]\n",
+                "node_name = \"{}\"\nsocket = \"{}\"\nip = \"{}/24\"\n{}[datastore]\netcd_endpoints = [\"{}\"]\n",
                 n.name,
                 n.socket.display(),
                 n.ipv4,
+                n.ipv6
+                    .as_ref()
+                    .map(|a| format!("ip6 = \"{a}/64\"\n"))
+                    .unwrap_or_default(),
                 st.etcd_endpoint
             ),
         )?;
@@ -250,6 +254,7 @@ fn build(
     }
     progress("BGP mesh established", t0);
 
+    let mut written = Vec::new();
     for i in 1..=o.pods_per_node {
         for n in st.nodes.clone() {
             let spec = PodSpec {
@@ -263,33 +268,71 @@ fn build(
                 .into(),
                 ports: Vec::new(),
             };
-            pods::create(lab, lock, st, bins, &spec, false)?;
+            let (_, w) = pods::create(lab, lock, st, bins, &spec, false)?;
+            written.push(w);
         }
     }
     if o.pods_per_node > 0 {
         progress(&format!("{} pods wired by margay-cni", st.pods.len()), t0);
         pods::wait_routes(st, o.timeout)?;
         progress("every node routes to every pod (IPv4)", t0);
+        if super::sync::confirm(lab, st, &written)? == super::sync::Confirmation::Agents {
+            progress("every agent has the pods' labels in its policy", t0);
+        }
         if o.ipv6 {
-            let grace = Instant::now() + Duration::from_secs(5);
-            let mut missing = pods::missing_routes(st, true);
-            while !missing.is_empty() && Instant::now() < grace {
-                std::thread::sleep(Duration::from_millis(200));
-                missing = pods::missing_routes(st, true);
-            }
-            if missing.is_empty() {
-                progress("every node routes to every pod (IPv6)", t0);
-            } else {
-                eprintln!(
-                    "  warning: IPv6 is not routed between nodes: the agents do not exchange IPv6 blocks over BGP yet ({}); pods reach each other over IPv6 on the same node only",
-                    missing.len()
-                );
-            }
+            pods::wait_routes_v6(st, o.timeout)?;
+            progress("every node routes to every pod (IPv6)", t0);
         }
     }
+    wait_published(st, o.timeout)?;
+    progress("every node publishes its BGP sessions", t0);
     st.ready = true;
     lab.save(lock, st)?;
     Ok(())
+}
+
+/// Waits until every node's NodeStatus (what `status` shows, written every 10 s by its agent)
+/// reports all its mesh sessions Established.
+fn wait_published(st: &State, timeout: Duration) -> anyhow::Result<()> {
+    // One session per other node and family (IPv6 sessions between the nodes' IPv6 addresses).
+    let families = if st.ipv6 { 2 } else { 1 };
+    let want = st.nodes.len().saturating_sub(1) as u32 * families;
+    let read = || -> Vec<(String, Option<(u32, u32)>)> {
+        let names: Vec<String> = st.nodes.iter().map(|n| n.name.clone()).collect();
+        with_ds(st, |ds| async move {
+            let (all, _) = Typed::<margay_api::NodeStatus>::new(ds).list(None).await?;
+            Ok(names
+                .into_iter()
+                .map(|n| {
+                    let counts = all
+                        .iter()
+                        .find(|s| s.metadata.name.as_deref() == Some(n.as_str()))
+                        .and_then(|s| s.status.as_ref()?.bgp.as_ref())
+                        .map(|b| (b.number_established, b.number_not_established));
+                    (n, counts)
+                })
+                .collect())
+        })
+        .unwrap_or_default()
+    };
+    wait_for(
+        &format!("every node's NodeStatus shows {want} established BGP sessions"),
+        timeout,
+        || {
+            let r = read();
+            (!r.is_empty() && r.iter().all(|(_, c)| *c == Some((want, 0)))).then_some(())
+        },
+        || {
+            read()
+                .iter()
+                .map(|(n, c)| match c {
+                    Some((up, down)) => format!("{n}: {up} established, {down} not"),
+                    None => format!("{n}: no status"),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
+    )
 }
 
 fn start_etcd(
