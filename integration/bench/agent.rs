@@ -20,7 +20,8 @@
 //!
 //! Environment: `MARGAY_NODE_BIN` (the release binary; required), `MARGAY_SHARED` (for
 //! `bench/fib_bench.sh` and `bench/bgp_inject.py`), `REPS` (3), `EPS` (1000), `REMOTE` (10000),
-//! `KEEP=1` keeps the work directory (agent logs, the agent's smaps after the endpoints).
+//! `KEEP=1` keeps the work directory (agent logs, the agent's smaps after the endpoints);
+//! `AGENT_PROBE` is a shell command run at that moment with `$AGENT_PID` and `$AGENT_LOG`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -432,6 +433,17 @@ fn bench_endpoints(env: &Env, eps: usize, remote: u64, rep: usize) -> Result<End
     // For a profile of the memory (KEEP=1 keeps it): the agent's mappings at that moment.
     let pid = node.agent.pid();
     std::fs::copy(format!("/proc/{pid}/smaps"), node.dir.join("agent.smaps"))?;
+    // AGENT_PROBE: a shell command run now with $AGENT_PID and $AGENT_LOG set (e.g. gdb calling
+    // malloc_stats(), whose report lands in the agent's log), for a memory profile.
+    if let Ok(probe) = std::env::var("AGENT_PROBE") {
+        let st = Command::new("sh")
+            .args(["-c", &probe])
+            .env("AGENT_PID", pid.to_string())
+            .env("AGENT_LOG", node.agent.log_path())
+            .stdout(Stdio::null())
+            .status()?;
+        eprintln!("[agent_bench] AGENT_PROBE exited with {st}");
+    }
     let local = node
         .ns
         .exec(&[

@@ -24,6 +24,8 @@ pub type ChainKey = (Family, String);
 #[derive(Debug, Clone)]
 struct SetState {
     spec: SetSpec,
+    /// Its ipset per family (hashing the identity is not free).
+    names: BTreeMap<Family, String>,
     refs: usize,
     /// Per family: member → how many endpoints (or the block) contribute it.
     members: BTreeMap<Family, BTreeMap<String, usize>>,
@@ -136,8 +138,11 @@ impl Compiler {
 
     // ---- inputs ----
 
-    /// Adds or replaces an endpoint.
-    pub fn upsert_endpoint(&mut self, key: EndpointKey, ep: Endpoint) {
+    /// Adds or replaces an endpoint. Its namespace is the key's.
+    pub fn upsert_endpoint(&mut self, key: EndpointKey, mut ep: Endpoint) {
+        if ep.namespace != key.0 {
+            ep.namespace = key.0.clone();
+        }
         let old = self.endpoints.get(&key).cloned();
         if old.as_ref() == Some(&ep) {
             return;
@@ -397,8 +402,8 @@ impl Compiler {
             }
         }
         for f in touched {
-            if st.spec.families().contains(&f) {
-                self.dirty.sets.insert(st.spec.name(f));
+            if let Some(name) = st.names.get(&f) {
+                self.dirty.sets.insert(name.clone());
             }
         }
     }
@@ -422,7 +427,8 @@ impl Compiler {
             }
         }
         // Only the endpoints that can be in the set: those of its namespace, or of the
-        // namespaces its selector matches, or (named ports) all.
+        // namespaces its selector matches, or (named ports) all. Endpoints are keyed by
+        // (namespace, name), so a namespace's are one range of the map.
         let namespaces: Vec<&String> = match spec {
             SetSpec::Block { .. } => Vec::new(),
             SetSpec::Pods {
@@ -446,8 +452,9 @@ impl Compiler {
         };
         for ns in namespaces {
             let labels = self.ns_labels(ns);
-            for key in &self.by_namespace[ns] {
-                for (f, m) in contribution(spec, &self.endpoints[key], &labels) {
+            let from = (ns.clone(), String::new());
+            for (_, ep) in self.endpoints.range(from..).take_while(|(k, _)| k.0 == *ns) {
+                for (f, m) in contribution(spec, ep, &labels) {
                     *members.entry(f).or_default().entry(m).or_insert(0) += 1;
                 }
             }
@@ -467,15 +474,18 @@ impl Compiler {
                 self.global_sets.insert(id.to_owned());
             }
         }
+        let mut names = BTreeMap::new();
         for f in spec.families() {
             let name = spec.name(f);
             self.set_names.insert(name.clone(), (id.to_owned(), f));
-            self.dirty.sets.insert(name);
+            self.dirty.sets.insert(name.clone());
+            names.insert(f, name);
         }
         self.sets.insert(
             id.to_owned(),
             SetState {
                 spec: spec.clone(),
+                names,
                 refs: 1,
                 members,
             },
@@ -503,24 +513,22 @@ impl Compiler {
                 self.sets_in_ns.remove(ns);
             }
         }
-        for f in st.spec.families() {
-            let name = st.spec.name(f);
+        for name in st.names.into_values() {
             self.set_names.remove(&name);
             self.dirty.sets.insert(name);
         }
     }
 
+    /// Recomputes the chains of the namespace's local endpoints (those that have chains; an
+    /// endpoint gets its first ones when it is upserted).
     fn refresh_namespace_locals(&mut self, ns: &str) {
+        let from = (ns.to_owned(), String::new());
         let keys: Vec<EndpointKey> = self
-            .by_namespace
-            .get(ns)
-            .map(|s| {
-                s.iter()
-                    .filter(|k| self.endpoints[*k].local)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+            .local_chains
+            .range(from..)
+            .take_while(|(k, _)| k.0 == ns)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in keys {
             self.refresh_local(&k);
         }
