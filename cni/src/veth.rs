@@ -153,10 +153,18 @@ pub fn create(
             .await
             .map_err(|e| format!("cannot bring {p} up: {e}"))?;
         for a in &addrs {
-            handle
-                .address()
-                .add(idx, a.addr(), a.max_prefix_len())
-                .execute()
+            let mut req = handle.address().add(idx, a.addr(), a.max_prefix_len());
+            if a.addr().is_ipv6() {
+                // No duplicate address detection (as Calico): the address is ours alone on a
+                // point-to-point veth, and a tentative address carries no traffic, so the pod
+                // would not be reachable over IPv6 for a second or two after ADD returns.
+                req.message_mut().attributes.push(
+                    netlink_packet_route::address::AddressAttribute::Flags(
+                        netlink_packet_route::address::AddressFlags::Nodad,
+                    ),
+                );
+            }
+            req.execute()
                 .await
                 .map_err(|e| format!("cannot add {a} to {p}: {e}"))?;
         }

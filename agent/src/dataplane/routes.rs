@@ -221,6 +221,32 @@ impl RouteDriver {
         Ok(out)
     }
 
+    /// The indexes of interfaces `names`: asked one by one when they are few (a pod coming up
+    /// is one), from a full link dump otherwise. A name with no interface is left out.
+    async fn indexes(
+        &self,
+        names: &std::collections::BTreeSet<&str>,
+    ) -> Result<HashMap<String, u32>, RouteError> {
+        const ONE_BY_ONE: usize = 16;
+        if names.len() > ONE_BY_ONE {
+            return self.links().await;
+        }
+        let mut out = HashMap::new();
+        for name in names {
+            let mut links = self
+                .handle
+                .link()
+                .get()
+                .match_name((*name).to_owned())
+                .execute();
+            // An interface that does not exist (yet) answers ENODEV: the route fails alone.
+            if let Ok(Some(link)) = links.try_next().await {
+                out.insert((*name).to_owned(), link.header.index);
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads Margay's routes (both families) from the kernel.
     pub async fn dump(&self) -> Result<BTreeMap<IpNet, RouteTarget>, RouteError> {
         let names: HashMap<u32, String> = self
@@ -328,14 +354,14 @@ impl RouteDriver {
         if updates.is_empty() && deletes.is_empty() {
             return Ok(report);
         }
-        let ifindex = if updates
+        let names: std::collections::BTreeSet<&str> = updates
             .iter()
-            .any(|(_, t)| matches!(t, RouteTarget::Device(_)))
-        {
-            self.links().await?
-        } else {
-            HashMap::new()
-        };
+            .filter_map(|(_, t)| match t {
+                RouteTarget::Device(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
+        let ifindex = self.indexes(&names).await?;
         // Build every message first; a route that cannot be expressed (no such interface yet)
         // fails on its own and the rest go ahead.
         let mut ops = Vec::with_capacity(updates.len() + deletes.len());
