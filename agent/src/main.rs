@@ -6,12 +6,6 @@ use anyhow::Context;
 use clap::Parser;
 use margay_agent::config::{AgentConfig, Role};
 
-/// mimalloc instead of glibc's malloc: the agent's bursts (a batch of learned routes, a link
-/// dump) leave glibc's per-thread arenas holding freed memory, about two thirds of the RSS
-/// measured with 1k endpoints and 10k routes; mimalloc returns freed pages to the kernel.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Margay's node agent: pod routes, network policy and the BGP speaker on one node.
 #[derive(Debug, Parser)]
 #[command(name = "margay-node", version, about)]
