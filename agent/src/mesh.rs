@@ -170,22 +170,24 @@ impl Inputs {
         match input {
             Input::Node(ev) => mirror(&mut self.nodes, &mut self.synced[0], ev, "nodes"),
             Input::Peer(ev) => mirror(&mut self.peers, &mut self.synced[1], ev, "bgppeers"),
+            // Only `default` counts (per-node `node.NAME` objects are not read here).
             Input::Config(ev) => {
-                let mut configs: BTreeMap<String, BGPConfiguration> = BTreeMap::new();
-                if let Ok(Event::Added(c) | Event::Modified(c)) = &ev
-                    && name_of(c) != margay_api::bgp::BGP_CONFIGURATION_DEFAULT
-                {
-                    return false;
+                use margay_api::bgp::BGP_CONFIGURATION_DEFAULT as DEFAULT;
+                match ev {
+                    Ok(Event::Added(c) | Event::Modified(c)) if name_of(&c) == DEFAULT => {
+                        self.config = c.spec;
+                    }
+                    Ok(Event::Deleted(k)) if k.name == DEFAULT => {
+                        self.config = BGPConfigurationSpec::default();
+                    }
+                    Ok(Event::Synced) => self.synced[2] = true,
+                    Ok(_) => return false,
+                    Err(e) => {
+                        warn!(error = %e, kind = "bgpconfigurations", "watch");
+                        return false;
+                    }
                 }
-                let deleted_default = matches!(&ev, Ok(Event::Deleted(k))
-                    if k.name == margay_api::bgp::BGP_CONFIGURATION_DEFAULT);
-                let changed = mirror(&mut configs, &mut self.synced[2], ev, "bgpconfigurations");
-                if let Some(c) = configs.into_values().next() {
-                    self.config = c.spec;
-                } else if deleted_default {
-                    self.config = BGPConfigurationSpec::default();
-                }
-                changed
+                true
             }
             Input::Tick => true,
         }

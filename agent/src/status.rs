@@ -80,21 +80,19 @@ fn export_metrics(metrics: &Metrics, peers: &[BGPPeerStatus]) {
     }
 }
 
-/// Writes the status once (and the BGP gauges of `metrics`); returns (established,
-/// configured) sessions.
+/// Writes the status of the speaker's `sessions` once (and the BGP gauges of `metrics`);
+/// returns (established, configured) sessions.
 pub async fn publish(
     ds: &Arc<dyn Datastore>,
     node: &str,
-    speaker: &Speaker,
+    sessions: &[PeerStatus],
     kinds: &crate::mesh::PeerKinds,
     metrics: &Metrics,
     last_sync: Option<Timestamp>,
 ) -> anyhow::Result<(u32, u32)> {
     let now = Timestamp::now();
     let kinds = kinds.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let peers: Vec<BGPPeerStatus> = speaker
-        .peers()
-        .await?
+    let peers: Vec<BGPPeerStatus> = sessions
         .iter()
         .map(|p| {
             let mut s = peer_status(p, now);
@@ -157,17 +155,22 @@ pub async fn run(
     let mut last: Option<(Vec<(std::net::IpAddr, State)>, tokio::time::Instant)> = None;
     loop {
         tick.tick().await;
-        let states: Vec<(std::net::IpAddr, State)> = match speaker.peers().await {
-            Ok(p) => p.iter().map(|p| (p.addr, p.state)).collect(),
-            Err(_) => Vec::new(),
+        let sessions = match speaker.peers().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot read the BGP sessions; NodeStatus not published");
+                continue;
+            }
         };
+        let states: Vec<(std::net::IpAddr, State)> =
+            sessions.iter().map(|p| (p.addr, p.state)).collect();
         if let Some((prev, at)) = &last
             && *prev == states
             && at.elapsed() < UPDATE_PERIOD
         {
             continue;
         }
-        match publish(&ds, &node, &speaker, &kinds, &metrics, last_sync()).await {
+        match publish(&ds, &node, &sessions, &kinds, &metrics, last_sync()).await {
             Ok((up, all)) => {
                 // A failed write is retried at the next tick.
                 last = Some((states, tokio::time::Instant::now()));

@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use margay_agent::localapi::proto::*;
 use margay_api::{IPPool, IPPoolSpec};
-use margay_datastore::{Datastore, Etcd, EtcdConfig, Typed};
+use margay_datastore::Typed;
 use margay_harness::fixtures::Etcd as EtcdServer;
 use margay_harness::{Daemon, Netns};
 
@@ -17,15 +16,7 @@ use margay_harness::{Daemon, Netns};
 pub fn create_pool(ns: &Netns, endpoint: &str, cidr: &str) {
     let (ep, cidr) = (endpoint.to_owned(), cidr.to_owned());
     ns.block_on(async move {
-        let ds: Arc<dyn Datastore> = Arc::new(
-            Etcd::connect(&EtcdConfig {
-                endpoints: vec![ep],
-                ..Default::default()
-            })
-            .await
-            .unwrap(),
-        );
-        Typed::<IPPool>::new(ds)
+        Typed::<IPPool>::new(connect(ep).await.unwrap())
             .create(&IPPool::new("default-ipv4", IPPoolSpec::new(cidr)))
             .await
             .unwrap();

@@ -2,11 +2,11 @@
 //! each node.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use margay_api::{IPAMConfig, IPPool};
-use margay_datastore::{Datastore, Etcd, EtcdConfig, Typed};
+use margay_datastore::{Datastore, Typed};
 use margay_harness::fixtures::Etcd as EtcdServer;
 use margay_harness::{Bridge, Netns};
 
@@ -22,48 +22,14 @@ pub fn with_datastore<T: Send + 'static>(
     f: impl FnOnce(Arc<dyn Datastore>) -> BoxFuture<'static, T> + Send + 'static,
 ) -> T {
     let ep = endpoint.to_owned();
-    ns.block_on(async move {
-        let ds: Arc<dyn Datastore> = Arc::new(
-            Etcd::connect(&EtcdConfig {
-                endpoints: vec![ep],
-                ..Default::default()
-            })
-            .await
-            .unwrap(),
-        );
-        f(ds).await
-    })
-    .unwrap()
-}
-
-pub fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut ok: impl FnMut() -> bool,
-    detail: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {timeout:?}:\n{}",
-            detail()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    ns.block_on(async move { f(connect(ep).await.unwrap()).await })
+        .unwrap()
 }
 
 /// (established, not established) sessions in node-1's NodeStatus, read through etcd from `ns`.
 pub fn nodes_status(ns: &Netns, endpoint: String) -> Option<(u32, u32)> {
     ns.block_on(async move {
-        let ds: Arc<dyn Datastore> = Arc::new(
-            Etcd::connect(&EtcdConfig {
-                endpoints: vec![endpoint],
-                ..Default::default()
-            })
-            .await
-            .ok()?,
-        );
+        let ds = connect(endpoint).await.ok()?;
         let s = Typed::<margay_api::NodeStatus>::new(ds)
             .get(None, "node-1")
             .await

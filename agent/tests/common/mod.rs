@@ -4,11 +4,42 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use margay_agent::localapi::client::Client;
 use margay_agent::localapi::proto::*;
+use margay_datastore::{Datastore, Etcd, EtcdConfig};
 use margay_harness::{Daemon, Netns, Ready};
+
+/// A client of the etcd at `endpoint` (from a namespace that reaches it).
+pub async fn connect(endpoint: String) -> margay_datastore::Result<Arc<dyn Datastore>> {
+    Ok(Arc::new(
+        Etcd::connect(&EtcdConfig {
+            endpoints: vec![endpoint],
+            ..Default::default()
+        })
+        .await?,
+    ))
+}
+
+/// Polls `ok` every 100 ms until it holds; fails with `what` and `detail()` after `timeout`.
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+    detail: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {timeout:?}:\n{}",
+            detail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 /// Writes an agent config for `node` into `dir` and returns its path.
 pub fn agent_config(dir: &Path, node: &str, etcd: &str) -> PathBuf {

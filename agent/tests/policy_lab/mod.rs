@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use margay_agent::localapi::client::Client;
 use margay_agent::localapi::proto::*;
@@ -19,10 +19,11 @@ use margay_api::agentconfig::Protocol;
 use margay_api::k8s::{Namespace, NetworkPolicy};
 use margay_api::workload::EndpointPort;
 use margay_api::{AgentConfiguration, IPPool, IPPoolSpec, WorkloadEndpoint};
-use margay_datastore::{Datastore, Etcd, EtcdConfig, Typed};
+use margay_datastore::{Datastore, Typed};
 use margay_harness::fixtures::Etcd as EtcdServer;
 use margay_harness::{Bridge, Daemon, Netns};
 
+pub use crate::common::wait_for;
 use crate::common::{agent_config, client, start_agent, wait_ready};
 
 /// The ports every pod serves, on TCP and UDP.
@@ -71,31 +72,7 @@ impl Drop for Lab {
 }
 
 async fn connect(endpoint: String) -> Arc<dyn Datastore> {
-    Arc::new(
-        Etcd::connect(&EtcdConfig {
-            endpoints: vec![endpoint],
-            ..Default::default()
-        })
-        .await
-        .unwrap(),
-    )
-}
-
-pub fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut ok: impl FnMut() -> bool,
-    detail: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {timeout:?}:\n{}",
-            detail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::common::connect(endpoint).await.unwrap()
 }
 
 /// Serves TCP (accept, write, close) and UDP (echo) on `port` until `stop`.
