@@ -5,6 +5,10 @@
 //! Each test starts its own server on loopback, in-process, and gives kubectl its own
 //! kubeconfig and cache dir. Every child process has a time limit and is killed by its handle.
 
+mod common;
+
+use common::{kubectl_path, repo_root};
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -14,28 +18,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// kubectl 1.33 beside the dispatcher the image ships (`kubectl` itself would pick 1.32).
-fn kubectl_path() -> PathBuf {
-    let dispatcher = std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join("kubectl"))
-                .find(|p| p.exists())
-        })
-        .expect("kubectl is on PATH (google-cloud-cli's kubectl package)");
-    let real = std::fs::canonicalize(&dispatcher).expect("resolve kubectl");
-    let k = real.with_file_name("kubectl.1.33");
-    assert!(k.exists(), "{} is missing", k.display());
-    k
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration/ has a parent")
-        .to_path_buf()
-}
 
 struct Kubectl {
     bin: PathBuf,

@@ -3,28 +3,16 @@
 //! datastore backend) in a node namespace on the same bridge. Nothing touches the host's own
 //! namespace; the namespaces go when the test ends.
 
-use std::path::PathBuf;
+mod common;
+
+use common::kubectl_path;
+
 use std::time::Duration;
 
 use margay_datastore::{Datastore, Kubernetes, KubernetesConfig};
 use margay_harness::{Bridge, Daemon, Netns, Ready};
 
 const INFRA: &str = "198.18.0.254";
-
-fn kubectl_path() -> PathBuf {
-    let dispatcher = std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join("kubectl"))
-                .find(|p| p.exists())
-        })
-        .expect("kubectl is on PATH (google-cloud-cli's kubectl package)");
-    let k = std::fs::canonicalize(&dispatcher)
-        .expect("resolve kubectl")
-        .with_file_name("kubectl.1.33");
-    assert!(k.exists(), "{} is missing", k.display());
-    k
-}
 
 #[test]
 fn a_node_namespace_reaches_the_server_in_the_infra_namespace() {

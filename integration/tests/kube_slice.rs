@@ -15,7 +15,11 @@
 //! policy selecting pods by their Pod labels (the WorkloadEndpoints the agent writes here carry
 //! only its own `margay.dev/*` labels), and pods' IPs and named ports from the Pod objects.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{kubectl_path, repo_root, workspace_bin};
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use std::io::Write;
@@ -25,44 +29,6 @@ use margay_agent::localapi::client::Client;
 use margay_harness::{Bridge, Daemon, Netns, Ready};
 
 const API: &str = "198.18.0.254:6443";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration/ has a parent")
-        .to_path_buf()
-}
-
-fn kubectl_path() -> PathBuf {
-    let dispatcher = std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join("kubectl"))
-                .find(|p| p.exists())
-        })
-        .expect("kubectl is on PATH (google-cloud-cli's kubectl package)");
-    let k = std::fs::canonicalize(&dispatcher)
-        .expect("resolve kubectl")
-        .with_file_name("kubectl.1.33");
-    assert!(k.exists(), "{} is missing", k.display());
-    k
-}
-
-/// A binary of the workspace, from the same target directory as this test.
-fn workspace_bin(name: &str, package: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/debug/deps")
-        .join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it with `cargo build -p {package} --bins` (same target dir)",
-        bin.display()
-    );
-    bin
-}
 
 fn margay_node_bin() -> PathBuf {
     workspace_bin("margay-node", "margay-agent")

@@ -6,52 +6,16 @@
 //! The server runs in-process on loopback (as in `apiserver_kubectl.rs`); kubectl gets its own
 //! kubeconfig and cache dir; every child process has a time limit.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{kubectl_path, repo_root, workspace_bin};
+
 use std::time::Duration;
 
 use margay_integration::apiserver::{ApiServer, Config};
 use tokio::process::Command;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration/ has a parent")
-        .to_path_buf()
-}
-
-/// kubectl 1.33 beside the dispatcher the image ships.
-fn kubectl_path() -> PathBuf {
-    let dispatcher = std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join("kubectl"))
-                .find(|p| p.exists())
-        })
-        .expect("kubectl is on PATH (google-cloud-cli's kubectl package)");
-    let k = std::fs::canonicalize(&dispatcher)
-        .expect("resolve kubectl")
-        .with_file_name("kubectl.1.33");
-    assert!(k.exists(), "{} is missing", k.display());
-    k
-}
-
-/// A binary of the workspace, from the same target directory as this test.
-fn workspace_bin(name: &str, package: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/debug/deps")
-        .join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it with `cargo build -p {package} --bins` (same target dir)",
-        bin.display()
-    );
-    bin
-}
 
 async fn run(mut c: Command, what: &str) -> String {
     let out = tokio::time::timeout(LIMIT, c.kill_on_drop(true).output())

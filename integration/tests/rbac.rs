@@ -16,6 +16,10 @@
 //!    every permission in the table is granted to the role's ServiceAccount, nothing more is,
 //!    and no rule has a `*`.
 
+mod common;
+
+use common::repo_root;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,13 +48,6 @@ const ROLES: [(Role, &str); 3] = [
     (Role::RouteReflector, "margay-route-reflector"),
     (Role::Controllers, "margay-controllers"),
 ];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration/ has a parent")
-        .to_path_buf()
-}
 
 /// A need as API permissions.
 fn permissions(need: &Need) -> Vec<Permission> {
