@@ -7,9 +7,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::Write;
+use margay_harness::cmd::run_with_input;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use margay_harness::Netns;
@@ -34,18 +34,9 @@ fn call(
             "CNI_NETNS",
             pod.map(|p| p.path().display().to_string())
                 .unwrap_or_default(),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+        );
     let t = Instant::now();
-    let mut child = c.spawn().expect("plugin runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(&mut c, conf.to_string().as_bytes()).expect("plugin runs");
     let took = t.elapsed();
     assert!(
         out.status.success(),

@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::io::Write;
+use margay_harness::cmd::run_with_input;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,17 +87,8 @@ fn an_add_that_fails_half_way_leaves_nothing_behind() {
     c.env("CNI_COMMAND", "ADD")
         .env("CNI_CONTAINERID", "c9")
         .env("CNI_IFNAME", "a-name-far-too-long")
-        .env("CNI_NETNS", pod.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf(&s, None).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .env("CNI_NETNS", pod.path());
+    let out = run_with_input(&mut c, conf(&s, None).to_string().as_bytes()).unwrap();
     assert!(
         !out.status.success(),
         "ADD with an impossible interface name must fail"
@@ -183,17 +174,8 @@ fn status_without_an_agent_is_unavailable_in_the_requested_version() {
     let dir = tempfile::tempdir().unwrap();
     let conf = json!({"cniVersion": "0.4.0", "name": "n", "type": "margay-cni", "agent_socket": dir.path().join("none.sock")});
     let mut c = Command::new(env!("CARGO_BIN_EXE_margay-cni"));
-    c.env("CNI_COMMAND", "STATUS")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    c.env("CNI_COMMAND", "STATUS");
+    let out = run_with_input(&mut c, conf.to_string().as_bytes()).unwrap();
     let err: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!out.status.success());
     assert_eq!(err["code"], 50);

@@ -18,11 +18,11 @@
 mod common;
 
 use common::{kubectl_path, repo_root, workspace_bin};
+use margay_harness::cmd::run_with_input;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use std::io::Write;
 use std::process::Stdio;
 
 use margay_agent::localapi::client::Client;
@@ -229,17 +229,8 @@ impl KubeCluster {
                 "CNI_ARGS",
                 format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
             )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("margay-cni runs");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_with_input(&mut cmd, conf.to_string().as_bytes()).expect("margay-cni runs");
         assert!(
             out.status.success(),
             "margay-cni ADD {ns}/{name}: {}{}",

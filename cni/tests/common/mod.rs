@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
+use margay_harness::cmd::run_with_input;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -147,17 +147,8 @@ pub fn plugin(
                 .map(|n| n.path().display().to_string())
                 .unwrap_or_default(),
         )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(&mut c, conf.to_string().as_bytes()).unwrap();
     let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.code().unwrap_or(-1), json)
 }

@@ -54,6 +54,20 @@ pub fn run_checked(cmd: &mut Command) -> Result<Output> {
     Ok(Output { stdout, stderr })
 }
 
+/// Runs `cmd` with `input` on its standard input (closed after it) and returns how it ended,
+/// with its standard output captured; standard error goes where `cmd` says (inherited unless
+/// the caller set it to piped). For programs that read a document from stdin, as CNI plugins do.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> std::io::Result<std::process::Output> {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input)?;
+    child.wait_with_output()
+}
+
 /// Runs `argv` (program first) on the host and returns its output; see [`run_checked`].
 pub fn run(argv: &[&str]) -> Result<Output> {
     let (prog, args) = argv

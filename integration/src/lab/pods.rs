@@ -3,7 +3,6 @@
 //! named ports written on its WorkloadEndpoint.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -155,16 +154,9 @@ fn run_cni(
             "CNI_PATH",
             bins.cni.parent().unwrap_or(std::path::Path::new("/")),
         )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = c.spawn().context("cannot run margay-cni")?;
-    child
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(conf.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = margay_harness::cmd::run_with_input(&mut c, conf.to_string().as_bytes())
+        .context("cannot run margay-cni")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         anyhow::bail!(
