@@ -400,6 +400,9 @@ impl Bgp {
     }
 }
 
+/// Most best-path changes written to the kernel in one apply when they queue up.
+const COALESCE_MAX: usize = 64 * 1024;
+
 /// Starts the speaker and the tasks that keep its sessions and the kernel's learned routes
 /// current. This node's `Node` must be registered first. Graceful restart is on (restart time
 /// `nodeMeshMaxRestartTime`, default 120 s); End-of-RIB waits for [`Bgp::end_of_rib_after`].
@@ -483,8 +486,17 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<Bgp> 
     let me6 = p.addr6.map(IpAddr::V6);
     let (routes, own_blocks, learned) = (p.routes, p.own_blocks, p.learned);
     tokio::spawn(async move {
-        while let Some(batch) = changes.recv().await {
+        while let Some(mut batch) = changes.recv().await {
             let Some(routes) = &routes else { continue };
+            // Whatever the speaker produced while the last batch was being written goes into the
+            // kernel in one go: fewer, fuller netlink batches when routes arrive faster than
+            // they are installed (a full table from a peer), no wait when they do not.
+            while batch.len() < COALESCE_MAX {
+                match changes.try_recv() {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
             let own = own_blocks.lock().await.clone();
             let mut learned = learned.lock().await;
             let mut r = routes.lock().await;

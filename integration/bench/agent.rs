@@ -627,6 +627,18 @@ fn main() -> Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
 
+    // One machine-readable line of medians for integration/bench/report.py.
+    println!(
+        "agent n={n} reps={reps} install_s={:.3} bird_install_s={:.3} nl_add_s={:.3} rss_mib={:.1} anon_mib={:.1} \
+         eps={eps} remote={remote} up_p50_ms={:.2} up_p99_ms={:.2}",
+        median(&agent_s),
+        median(&bird),
+        median(&nl),
+        median(&rss),
+        median(&anon),
+        median(&up50),
+        median(&up99)
+    );
     println!(
         "\n### margay-node, N={n}, {date}, load {load0} → {load1}, {reps} run(s): median (min–max)\n"
     );

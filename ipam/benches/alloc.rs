@@ -18,14 +18,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn report(what: &str, n: usize, elapsed: Duration, mut lat: Vec<Duration>) {
+/// One `ipam op=… tasks=… n=… per_s=… p50_ms=… p99_ms=…` line (integration/bench/report.py reads it).
+fn report(op: &str, tasks: usize, n: usize, elapsed: Duration, mut lat: Vec<Duration>) {
     lat.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "{what:<44} {n:>6} in {:>7.2?}  {:>8.0}/s  p50 {:>8.2?}  p99 {:>8.2?}",
-        elapsed,
+        "ipam op={op} tasks={tasks} n={n} elapsed_s={:.2} per_s={:.0} p50_ms={:.2} p99_ms={:.2}",
+        elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64(),
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
     );
 }
 
@@ -51,12 +53,7 @@ async fn raw_creates(ds: &Arc<dyn Datastore>, tasks: usize, total: usize) {
     for h in handles {
         lat.extend(h.await.unwrap());
     }
-    report(
-        &format!("raw etcd creates, {tasks} concurrent"),
-        total,
-        started.elapsed(),
-        lat,
-    );
+    report("raw_etcd_create", tasks, total, started.elapsed(), lat);
 }
 
 async fn allocations(ipam: &Ipam, node: &str, tasks: usize, total: usize) {
@@ -91,15 +88,9 @@ async fn allocations(ipam: &Ipam, node: &str, tasks: usize, total: usize) {
     }
     let elapsed = started.elapsed();
     let after = ipam.group_commit_stats();
-    report(
-        &format!("auto_assign, {tasks} allocator(s) on one node"),
-        total,
-        elapsed,
-        lat,
-    );
+    report("auto_assign", tasks, total, elapsed, lat);
     println!(
-        "{:<44} {} block requests in {} block writes",
-        "",
+        "ipam op=group_commit tasks={tasks} block_requests={} block_writes={}",
         after.1 - before.1,
         after.0 - before.0
     );
@@ -125,12 +116,7 @@ async fn allocations(ipam: &Ipam, node: &str, tasks: usize, total: usize) {
     for h in handles {
         lat.extend(h.await.unwrap());
     }
-    report(
-        &format!("release_handle, {tasks} concurrent"),
-        total,
-        started.elapsed(),
-        lat,
-    );
+    report("release_handle", tasks, total, started.elapsed(), lat);
 }
 
 fn main() {

@@ -32,6 +32,10 @@ pub enum RouteOp {
 pub struct Batcher {
     socket: Socket,
     seq: u32,
+    /// The send and receive buffers, kept between batches: a fresh megabyte per batch is what
+    /// made the allocator's per-thread arenas grow and keep freed memory.
+    tx: Vec<u8>,
+    rx: Vec<u8>,
 }
 
 impl Batcher {
@@ -42,7 +46,12 @@ impl Batcher {
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
         socket.set_rx_buf_sz(4 << 20)?;
-        Ok(Self { socket, seq: 0 })
+        Ok(Self {
+            socket,
+            seq: 0,
+            tx: Vec::new(),
+            rx: Vec::new(),
+        })
     }
 
     /// Runs every op, in batches; returns one result per op, in order (`Err(errno)` as the kernel
@@ -51,7 +60,8 @@ impl Batcher {
         let mut results = vec![Ok(()); ops.len()];
         for (chunk_no, chunk) in ops.chunks(BATCH).enumerate() {
             let base = chunk_no * BATCH;
-            let mut buf = Vec::with_capacity(chunk.len() * 64);
+            let mut buf = std::mem::take(&mut self.tx);
+            buf.clear();
             let mut index_of_seq = HashMap::with_capacity(chunk.len());
             let mut last_seq = 0;
             for (i, op) in chunk.iter().enumerate() {
@@ -75,22 +85,27 @@ impl Batcher {
                 index_of_seq.insert(self.seq, base + i);
                 last_seq = self.seq;
             }
-            self.socket.send(&buf, 0)?;
+            let sent = self.socket.send(&buf, 0);
+            self.tx = buf;
+            sent?;
             self.read_until_ack(last_seq, &index_of_seq, &mut results)?;
         }
         Ok(results)
     }
 
     fn read_until_ack(
-        &self,
+        &mut self,
         last_seq: u32,
         index_of_seq: &HashMap<u32, usize>,
         results: &mut [Result<(), i32>],
     ) -> std::io::Result<()> {
-        let mut rx = Vec::with_capacity(1 << 20);
+        if self.rx.capacity() == 0 {
+            self.rx.reserve_exact(1 << 20);
+        }
+        let rx = &mut self.rx;
         loop {
             rx.clear();
-            self.socket.recv(&mut rx, 0)?;
+            self.socket.recv(rx, 0)?;
             let mut off = 0;
             while off + 16 <= rx.len() {
                 let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[off..]).map_err(
