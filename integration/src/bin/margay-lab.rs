@@ -85,9 +85,12 @@ enum Cmd {
         /// Probe every ordered pod pair in parallel; takes only PORT/PROTO.
         #[arg(long)]
         matrix: bool,
-        /// FROM TO PORT/PROTO (pods as NS/NAME), or PORT/PROTO with --matrix.
+        /// FROM TO PORT/PROTO (FROM a pod NS/NAME or a node, TO a pod), or PORT/PROTO with --matrix.
         #[arg(required = true, num_args = 1..=3)]
         args: Vec<String>,
+        /// Probe the pods' IPv6 addresses (a lab brought up with --ipv6); IPv4 by default.
+        #[arg(long)]
+        ipv6: bool,
         /// Seconds without an answer after which a connection counts as blocked.
         #[arg(long, default_value_t = 1.0)]
         timeout: f64,
@@ -301,6 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Probe {
             matrix,
             args,
+            ipv6,
             timeout,
             output,
         } => {
@@ -308,13 +312,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .ok()
                 .filter(|t| !t.is_zero())
                 .context("--timeout must be a positive number of seconds")?;
+            let family = if ipv6 {
+                probe::Family::V6
+            } else {
+                probe::Family::Any
+            };
             let st = snapshot(&lab)?;
             if matrix {
                 let [port] = args.as_slice() else {
                     anyhow::bail!("probe --matrix takes one argument, PORT/PROTO (e.g. 80/TCP)");
                 };
                 let (port, proto) = probe::parse_port(port)?;
-                let m = probe::matrix(&st, port, proto, timeout)?;
+                let m = probe::matrix(
+                    &st,
+                    probe::Target {
+                        port,
+                        proto,
+                        family,
+                        timeout,
+                    },
+                )?;
                 if output == Output::Json {
                     println!("{}", serde_json::to_string_pretty(&m)?);
                 } else {
@@ -327,11 +344,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                 };
                 let (port, proto) = probe::parse_port(port)?;
-                let (from, to) = (find_pod(&st, from)?, find_pod(&st, to)?);
-                let ok = probe::probe(from, to, port, proto, timeout)?;
+                let (from_ns, to) = (netns_of(&st, from)?, find_pod(&st, to)?);
+                let ok = probe::probe(
+                    &from_ns,
+                    to,
+                    probe::Target {
+                        port,
+                        proto,
+                        family,
+                        timeout,
+                    },
+                )?;
                 println!(
-                    "{} -> {} {}: {}",
-                    from.id(),
+                    "{from} -> {} {}: {}",
                     to.id(),
                     args[2],
                     if ok { "connected" } else { "blocked" }
