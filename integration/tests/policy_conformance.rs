@@ -208,6 +208,38 @@ fn label_edits(have: &BTreeMap<String, String>, want: &BTreeMap<String, String>)
     edits
 }
 
+/// The declared ports `serve-PORT-PROTO`, named for port `named(PORT)`: the identity as the
+/// upstream pods; swapped to check that a named port resolves per destination pod.
+fn declared_ports(named: &dyn Fn(u16) -> u16) -> Vec<(String, u16, String)> {
+    let mut out = Vec::new();
+    for port in PORTS {
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let name = format!("serve-{}-{}", named(port), proto.name());
+            out.push((name, port, proto.name().to_uppercase()));
+        }
+    }
+    out
+}
+
+/// `pod create ID --node NODE --label pod=NAME --port …` with [`declared_ports`].
+fn create_pod(lab: &Lab, id: &str, node: &str, named: &dyn Fn(u16) -> u16) {
+    let name = id.split_once('/').unwrap().1;
+    let mut args = vec![
+        "pod".to_owned(),
+        "create".into(),
+        id.to_owned(),
+        "--node".into(),
+        node.to_owned(),
+        "--label".into(),
+        format!("pod={name}"),
+    ];
+    for (n, port, proto) in declared_ports(named) {
+        args.push("--port".into());
+        args.push(format!("{n}={port}/{proto}"));
+    }
+    lab.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
 impl Conformance {
     /// `up --nodes 2 --pods-per-node 0 --ipv6`, a short resync, namespaces x, y, z labelled
     /// `ns=NAME` and pods a, b, c in each labelled `pod=NAME`, alternating between the nodes.
@@ -228,23 +260,7 @@ impl Conformance {
         for ns in NSS {
             for p in PODS {
                 let id = format!("{ns}/{p}");
-                let node = format!("node-{}", names.len() % 2 + 1);
-                let mut args = vec![
-                    "pod".to_owned(),
-                    "create".into(),
-                    id.clone(),
-                    "--node".into(),
-                    node,
-                    "--label".into(),
-                    format!("pod={p}"),
-                ];
-                for port in PORTS {
-                    for proto in [Proto::Tcp, Proto::Udp] {
-                        args.push("--port".into());
-                        args.push(format!("serve-{port}-{}={port}/{}", proto.name(), proto.name()));
-                    }
-                }
-                lab.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+                create_pod(&lab, &id, &format!("node-{}", names.len() % 2 + 1), &|n| n);
                 names.push(id);
             }
         }
@@ -372,7 +388,11 @@ impl Conformance {
             }
         }
         let n = self.names.len();
-        assert_eq!(out.len(), n * n * 4, "the matrix covers every pair: {out:?}");
+        assert_eq!(
+            out.len(),
+            n * n * 4,
+            "the matrix covers every pair: {out:?}"
+        );
         out
     }
 
@@ -439,7 +459,14 @@ impl Conformance {
         );
     }
 
-    /// Back to the start: no policies, every label as `up` made it.
+    /// Deletes pod `id` and creates it again on the same node with the ports `named` gives.
+    fn recreate_pod(&self, id: &str, named: &dyn Fn(u16) -> u16) {
+        let node = self.node_of(id);
+        self.lab.ok(&["pod", "delete", id]);
+        create_pod(&self.lab, id, &node, named);
+    }
+
+    /// Back to the start: no policies, every pod's ports and every label as `up` made them.
     fn reset(&self) {
         let policies: Vec<String> = self.policies.lock().unwrap().iter().cloned().collect();
         for id in policies {
@@ -468,7 +495,15 @@ impl Conformance {
                 self.ns_label(ns, &edits.iter().map(String::as_str).collect::<Vec<_>>());
             }
         }
+        let mut baseline = declared_ports(&|n| n);
+        baseline.sort();
         for (id, pod) in self.lab.state().pods {
+            let mut ports = pod.ports.clone();
+            ports.sort();
+            if ports != baseline {
+                self.recreate_pod(&id, &|n| n);
+                continue;
+            }
             let edits = label_edits(&pod.labels, &pod_labels(&pod.name));
             if !edits.is_empty() {
                 self.pod_label(&id, &edits.iter().map(String::as_str).collect::<Vec<_>>());
@@ -486,15 +521,31 @@ const SCENARIOS: &[Scenario] = &[
     ("allow all ingress in x", allow_all_ingress),
     ("deny all + allow all: the union allows", deny_and_allow_all),
     ("podSelector peer: own namespace only", pod_selector_peer),
-    ("policy updated in place: podSelector → namespaceSelector", policy_update_in_place),
-    ("namespaceSelector AND podSelector in one peer", ns_and_pod_selector),
+    (
+        "policy updated in place: podSelector → namespaceSelector",
+        policy_update_in_place,
+    ),
+    (
+        "namespaceSelector AND podSelector in one peer",
+        ns_and_pod_selector,
+    ),
     ("two peers: OR", two_peers),
     ("matchExpressions In / NotIn", match_expressions_in_notin),
-    ("matchExpressions DoesNotExist / Exists", match_expressions_exists),
-    ("matchExpressions NotIn / DoesNotExist, then a namespace label change", match_expressions_notin_doesnotexist),
+    (
+        "matchExpressions DoesNotExist / Exists",
+        match_expressions_exists,
+    ),
+    (
+        "matchExpressions NotIn / DoesNotExist, then a namespace label change",
+        match_expressions_notin_doesnotexist,
+    ),
     ("port 80 (TCP by default) from anywhere", port_only),
     ("named port serve-81-tcp", named_port),
     ("named UDP port from namespace y", named_udp_port),
+    (
+        "named ports resolved per destination pod, ingress and egress",
+        named_port_per_pod,
+    ),
     ("endPort range (and SCTP, compiled, not probed)", end_port),
     ("unknown named port allows nothing", unknown_named_port),
     ("empty from list with a UDP port", empty_from),
@@ -504,24 +555,63 @@ const SCENARIOS: &[Scenario] = &[
     ("egress deny all in namespace x", egress_deny_namespace),
     ("allow all egress beside deny all egress", egress_allow_all),
     ("egress to namespace y", egress_to_namespace),
-    ("egress to y/c TCP 80: namespaceSelector + podSelector, port", egress_ns_and_pod),
-    ("egress named port resolved on the destination", egress_named_port),
+    (
+        "egress to y/c TCP 80: namespaceSelector + podSelector, port",
+        egress_ns_and_pod,
+    ),
+    (
+        "egress named port resolved on the destination",
+        egress_named_port,
+    ),
     ("egress endPort range over UDP", egress_end_port_udp),
     ("egress ipBlock 0.0.0.0/0 except z", egress_ip_block),
-    ("egress allowed but the destination's ingress denies", egress_and_ingress_both_needed),
+    (
+        "egress allowed but the destination's ingress denies",
+        egress_and_ingress_both_needed,
+    ),
     ("x isolated to itself both ways", isolated_namespace),
-    ("multiple policies: their union on one pod, another namespace's own", multiple_policies),
+    (
+        "multiple policies: their union on one pod, another namespace's own",
+        multiple_policies,
+    ),
     ("pod label change enters a peer set", pod_label_enters_peers),
-    ("pod label change enters a policy's podSelector", pod_label_enters_selector),
-    ("pod label added and removed mid-test", pod_label_added_and_removed),
-    ("namespace label change enters a namespaceSelector", namespace_label_change),
-    ("namespace by its kubernetes.io/metadata.name label", namespace_name_label),
-    ("ingress and egress on one pod (default policyTypes)", ingress_and_egress),
-    ("explicit policyTypes Ingress ignores egress rules", policy_types_ingress_only),
-    ("policy updates while traffic flows", updates_while_traffic_flows),
+    (
+        "pod label change enters a policy's podSelector",
+        pod_label_enters_selector,
+    ),
+    (
+        "pod label added and removed mid-test",
+        pod_label_added_and_removed,
+    ),
+    (
+        "namespace label change enters a namespaceSelector",
+        namespace_label_change,
+    ),
+    (
+        "namespace by its kubernetes.io/metadata.name label",
+        namespace_name_label,
+    ),
+    (
+        "ingress and egress on one pod (default policyTypes)",
+        ingress_and_egress,
+    ),
+    (
+        "explicit policyTypes Ingress ignores egress rules",
+        policy_types_ingress_only,
+    ),
+    (
+        "policy updates while traffic flows",
+        updates_while_traffic_flows,
+    ),
     ("all policies deleted: the full matrix again", all_deleted),
-    ("a node reaches its own pods under deny all", node_reaches_local_pods),
-    ("tamper: flushed to-workload chains are repaired", tamper_chain),
+    (
+        "a node reaches its own pods under deny all",
+        node_reaches_local_pods,
+    ),
+    (
+        "tamper: flushed to-workload chains are repaired",
+        tamper_chain,
+    ),
     ("tamper: a deleted ipset member is repaired", tamper_ipset),
 ];
 
@@ -529,7 +619,10 @@ const SCENARIOS: &[Scenario] = &[
 fn network_policy_conformance() {
     let started = Instant::now();
     let c = Conformance::up();
-    eprintln!("lab up with 9 pods in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "lab up with 9 pods in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let mut failed = Vec::new();
     for (i, (name, run)) in SCENARIOS.iter().enumerate() {
         let t = Instant::now();
@@ -589,13 +682,21 @@ fn deny_all_ingress(c: &Conformance) {
 }
 
 fn allow_all_ingress(c: &Conformance) {
-    c.apply("x", "allow-all", json!({"podSelector": {}, "ingress": [{}]}));
+    c.apply(
+        "x",
+        "allow-all",
+        json!({"podSelector": {}, "ingress": [{}]}),
+    );
     c.check(&c.truth());
 }
 
 fn deny_and_allow_all(c: &Conformance) {
     c.apply("x", "deny", json!({"podSelector": {}}));
-    c.apply("x", "allow-all", json!({"podSelector": {}, "ingress": [{}]}));
+    c.apply(
+        "x",
+        "allow-all",
+        json!({"podSelector": {}, "ingress": [{}]}),
+    );
     c.check(&c.truth());
     c.delete("x", "allow-all");
     c.check(c.truth().isolate_ingress(&in_ns("x")));
@@ -607,7 +708,11 @@ fn a_from(peers: Value) -> Value {
 
 fn pod_selector_peer(c: &Conformance) {
     let xa = is("x", "a");
-    c.apply("x", "a-from", a_from(json!([{"podSelector": {"matchLabels": {"pod": "b"}}}])));
+    c.apply(
+        "x",
+        "a-from",
+        a_from(json!([{"podSelector": {"matchLabels": {"pod": "b"}}}])),
+    );
     c.check(
         c.truth()
             .isolate_ingress(&xa)
@@ -617,7 +722,11 @@ fn pod_selector_peer(c: &Conformance) {
 
 fn policy_update_in_place(c: &Conformance) {
     let xa = is("x", "a");
-    c.apply("x", "a-from", a_from(json!([{"podSelector": {"matchLabels": {"pod": "b"}}}])));
+    c.apply(
+        "x",
+        "a-from",
+        a_from(json!([{"podSelector": {"matchLabels": {"pod": "b"}}}])),
+    );
     c.apply(
         "x",
         "a-from",
@@ -672,7 +781,11 @@ fn match_expressions_in_notin(c: &Conformance) {
                    "podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["b", "c"]}]}}]}]}),
     );
     let from = |n: &str, p: &str| n != "y" && (p == "b" || p == "c");
-    c.check(c.truth().isolate_ingress(&xa).allow_ingress(&from, &xa, &every));
+    c.check(
+        c.truth()
+            .isolate_ingress(&xa)
+            .allow_ingress(&from, &xa, &every),
+    );
 }
 
 fn match_expressions_exists(c: &Conformance) {
@@ -686,11 +799,11 @@ fn match_expressions_exists(c: &Conformance) {
                            {"from": [{"namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "Exists"}]},
                                       "podSelector": {"matchLabels": {"pod": "c"}}}]}]}),
     );
-    c.check(
-        c.truth()
-            .isolate_ingress(&xa)
-            .allow_ingress(&|_: &str, p: &str| p == "c", &xa, &every),
-    );
+    c.check(c.truth().isolate_ingress(&xa).allow_ingress(
+        &|_: &str, p: &str| p == "c",
+        &xa,
+        &every,
+    ));
 }
 
 fn match_expressions_notin_doesnotexist(c: &Conformance) {
@@ -704,11 +817,11 @@ fn match_expressions_notin_doesnotexist(c: &Conformance) {
                    "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]},
                    "podSelector": {"matchLabels": {"pod": "a"}}}]}]}),
     );
-    c.check(
-        c.truth()
-            .isolate_ingress(&xbc)
-            .allow_ingress(&|_: &str, p: &str| p == "a", &xbc, &every),
-    );
+    c.check(c.truth().isolate_ingress(&xbc).allow_ingress(
+        &|_: &str, p: &str| p == "a",
+        &xbc,
+        &every,
+    ));
     // y gets a team: its pod a leaves the peer set.
     c.ns_label("y", &["team=red"]);
     c.check(c.truth().isolate_ingress(&xbc).allow_ingress(
@@ -755,6 +868,42 @@ fn named_udp_port(c: &Conformance) {
         c.truth()
             .isolate_ingress(&xa)
             .allow_ingress(&in_ns("y"), &xa, &port(80, Proto::Udp)),
+    );
+}
+
+fn named_port_per_pod(c: &Conformance) {
+    // x/c names its ports the other way round: serve-80-tcp is its port 81.
+    c.recreate_pod("x/c", &|n| if n == 80 { 81 } else { 80 });
+    let xc = is("x", "c");
+    let not_xc = |n: &str, p: &str| !(n == "x" && p == "c");
+    c.apply(
+        "x",
+        "ports",
+        json!({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-80-tcp"}]}]}),
+    );
+    c.check(
+        c.truth()
+            .isolate_ingress(&in_ns("x"))
+            .allow_ingress(
+                &any,
+                &|n: &str, p: &str| n == "x" && p != "c",
+                &port(80, Proto::Tcp),
+            )
+            .allow_ingress(&any, &xc, &port(81, Proto::Tcp)),
+    );
+    c.delete("x", "ports");
+    let ya = is("y", "a");
+    c.apply(
+        "y",
+        "eg",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+               "egress": [{"ports": [{"port": "serve-80-tcp"}]}]}),
+    );
+    c.check(
+        c.truth()
+            .isolate_egress(&ya)
+            .allow_egress(&ya, &not_xc, &port(80, Proto::Tcp))
+            .allow_egress(&ya, &xc, &port(81, Proto::Tcp)),
     );
 }
 
@@ -818,7 +967,9 @@ fn ip_block_v6(c: &Conformance) {
     c.apply(
         "x",
         "block",
-        a_from(json!([{"ipBlock": {"cidr": "fd00:100:64::/112", "except": [format!("{yb}/128")]}}])),
+        a_from(
+            json!([{"ipBlock": {"cidr": "fd00:100:64::/112", "except": [format!("{yb}/128")]}}]),
+        ),
     );
     c.check_family(
         Family::V6,
@@ -893,9 +1044,11 @@ fn egress_ns_and_pod(c: &Conformance) {
     c.apply(
         "x",
         "eg",
-        a_egress(json!([{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}},
+        a_egress(
+            json!([{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}},
                                  "podSelector": {"matchLabels": {"pod": "c"}}}],
-                         "ports": [{"protocol": "TCP", "port": 80}]}])),
+                         "ports": [{"protocol": "TCP", "port": 80}]}]),
+        ),
     );
     c.check(
         c.truth()
@@ -1055,7 +1208,9 @@ fn pod_label_added_and_removed(c: &Conformance) {
     c.apply(
         "x",
         "clients",
-        a_from(json!([{"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "client"}}}])),
+        a_from(
+            json!([{"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "client"}}}]),
+        ),
     );
     c.check(c.truth().isolate_ingress(&xa));
     c.pod_label("z/b", &["role=client"]);
@@ -1089,7 +1244,9 @@ fn namespace_name_label(c: &Conformance) {
     c.apply(
         "x",
         "by-name",
-        a_from(json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}])),
+        a_from(
+            json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}]),
+        ),
     );
     c.check(
         c.truth()
@@ -1155,12 +1312,24 @@ fn updates_while_traffic_flows(c: &Conformance) {
     // Through every update x/b may reach x/a (any port and protocol, so ping too) and z/c may
     // not; what else is allowed changes.
     let updates: Vec<Box<dyn Fn() + '_>> = vec![
-        Box::new(|| c.apply("x", "flow", from(json!([b, {"namespaceSelector": {"matchLabels": {"ns": "y"}}}])))),
-        Box::new(|| c.apply("x", "flow2", from(json!([{"namespaceSelector": {"matchLabels": {"ns": "z"}}, "podSelector": {"matchLabels": {"pod": "a"}}}])))),
-        Box::new(|| c.apply("x", "flow", from(json!([{"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["b", "c"]}]}}])))),
+        Box::new(|| {
+            c.apply(
+                "x",
+                "flow",
+                from(json!([b, {"namespaceSelector": {"matchLabels": {"ns": "y"}}}])),
+            )
+        }),
+        Box::new(|| {
+            c.apply("x", "flow2", from(json!([{"namespaceSelector": {"matchLabels": {"ns": "z"}}, "podSelector": {"matchLabels": {"pod": "a"}}}])))
+        }),
+        Box::new(|| {
+            c.apply("x", "flow", from(json!([{"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["b", "c"]}]}}])))
+        }),
         Box::new(|| c.delete("x", "flow2")),
         Box::new(|| c.pod_label("y/a", &["tier=web"])),
-        Box::new(|| c.apply("x", "flow", from(json!([b, {"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {"matchLabels": {"pod": "c"}}}])))),
+        Box::new(|| {
+            c.apply("x", "flow", from(json!([b, {"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {"matchLabels": {"pod": "c"}}}])))
+        }),
     ];
     let stop = AtomicBool::new(false);
     let started = Instant::now();
@@ -1214,7 +1383,11 @@ fn updates_while_traffic_flows(c: &Conformance) {
 
 fn all_deleted(c: &Conformance) {
     c.apply("x", "deny", json!({"podSelector": {}}));
-    c.apply("y", "eg", json!({"podSelector": {}, "policyTypes": ["Egress"]}));
+    c.apply(
+        "y",
+        "eg",
+        json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+    );
     p1(c);
     c.check(
         c.truth()
@@ -1288,7 +1461,10 @@ fn tamper_chain(c: &Conformance) {
             .filter_map(|l| l.strip_prefix(":mgy-tw-"))
             .filter_map(|l| l.split(' ').next())
             .collect();
-        assert!(!chains.is_empty(), "no to-workload chains on {node}:\n{rules}");
+        assert!(
+            !chains.is_empty(),
+            "no to-workload chains on {node}:\n{rules}"
+        );
         for ch in chains {
             exec(c, &node, &["iptables", "-F", &format!("mgy-tw-{ch}")]);
         }

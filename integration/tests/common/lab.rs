@@ -52,11 +52,8 @@ impl Lab {
 
     /// Runs with `input` on stdin (e.g. `policy apply -`).
     pub fn run_with_input(&self, args: &[&str], input: &str) -> Output {
-        margay_harness::cmd::run_with_input(
-            self.cmd(args).stderr(Stdio::piped()),
-            input.as_bytes(),
-        )
-        .unwrap()
+        margay_harness::cmd::run_with_input(self.cmd(args).stderr(Stdio::piped()), input.as_bytes())
+            .unwrap()
     }
 
     /// Runs and insists on success; returns stdout.
