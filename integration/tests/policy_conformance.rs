@@ -83,6 +83,12 @@ fn all_keys(n: usize) -> Vec<Key> {
     out
 }
 
+#[derive(Clone, Copy)]
+enum Dir {
+    Ingress,
+    Egress,
+}
+
 type Pred<'a> = &'a dyn Fn(&str, &str) -> bool;
 type PortPred<'a> = &'a dyn Fn(u16, Proto) -> bool;
 
@@ -103,53 +109,36 @@ impl Truth {
         }
     }
 
-    fn ns_pod(&self, i: usize) -> (&str, &str) {
-        self.names[i].split_once('/').unwrap()
-    }
-
     /// Pods matching `to` take nothing (until allowed).
     fn isolate_ingress(&mut self, to: Pred) -> &mut Self {
-        let names = self.names.clone();
-        for (k, v) in self.ingress.iter_mut() {
-            let (ns, p) = names[k.1].split_once('/').unwrap();
-            if to(ns, p) {
-                *v = false;
-            }
-        }
-        self
+        self.set(Dir::Ingress, &any, to, &every, false)
     }
 
     /// Pods matching `from` send nothing (until allowed).
     fn isolate_egress(&mut self, from: Pred) -> &mut Self {
-        let names = self.names.clone();
-        for (k, v) in self.egress.iter_mut() {
-            let (ns, p) = names[k.0].split_once('/').unwrap();
-            if from(ns, p) {
-                *v = false;
-            }
-        }
-        self
+        self.set(Dir::Egress, from, &any, &every, false)
     }
 
     fn allow_ingress(&mut self, from: Pred, to: Pred, ports: PortPred) -> &mut Self {
-        let keys: Vec<Key> = self.ingress.keys().copied().collect();
-        for k in keys {
-            let (fns, fp) = self.ns_pod(k.0);
-            let (tns, tp) = self.ns_pod(k.1);
-            if from(fns, fp) && to(tns, tp) && ports(k.2, k.3) {
-                self.ingress.insert(k, true);
-            }
-        }
-        self
+        self.set(Dir::Ingress, from, to, ports, true)
     }
 
     fn allow_egress(&mut self, from: Pred, to: Pred, ports: PortPred) -> &mut Self {
-        let keys: Vec<Key> = self.egress.keys().copied().collect();
-        for k in keys {
-            let (fns, fp) = self.ns_pod(k.0);
-            let (tns, tp) = self.ns_pod(k.1);
+        self.set(Dir::Egress, from, to, ports, true)
+    }
+
+    /// Sets what `dir` says of every connection from `from` to `to` on `ports`.
+    fn set(&mut self, dir: Dir, from: Pred, to: Pred, ports: PortPred, allowed: bool) -> &mut Self {
+        let names = &self.names;
+        let ns_pod = |i: usize| names[i].split_once('/').unwrap();
+        let map = match dir {
+            Dir::Ingress => &mut self.ingress,
+            Dir::Egress => &mut self.egress,
+        };
+        for (k, v) in map.iter_mut() {
+            let ((fns, fp), (tns, tp)) = (ns_pod(k.0), ns_pod(k.1));
             if from(fns, fp) && to(tns, tp) && ports(k.2, k.3) {
-                self.egress.insert(k, true);
+                *v = allowed;
             }
         }
         self

@@ -318,54 +318,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 probe::Family::Any
             };
             let st = snapshot(&lab)?;
-            if matrix {
-                let [port] = args.as_slice() else {
-                    anyhow::bail!("probe --matrix takes one argument, PORT/PROTO (e.g. 80/TCP)");
-                };
-                let (port, proto) = probe::parse_port(port)?;
-                let m = probe::matrix(
-                    &st,
-                    probe::Target {
-                        port,
-                        proto,
-                        family,
-                        timeout,
-                    },
-                )?;
-                if output == Output::Json {
-                    println!("{}", serde_json::to_string_pretty(&m)?);
-                } else {
-                    print!("{}", probe::matrix_table(&st, &m));
+            let (pair, port) = match (matrix, args.as_slice()) {
+                (true, [port]) => (None, port),
+                (false, [from, to, port]) => (Some((from, to)), port),
+                (true, _) => {
+                    anyhow::bail!("probe --matrix takes one argument, PORT/PROTO (e.g. 80/TCP)")
                 }
-            } else {
-                let [from, to, port] = args.as_slice() else {
-                    anyhow::bail!(
-                        "probe takes FROM TO PORT/PROTO (e.g. default/pod-1-1 default/pod-2-1 80/TCP)"
+                (false, _) => anyhow::bail!(
+                    "probe takes FROM TO PORT/PROTO (e.g. default/pod-1-1 default/pod-2-1 80/TCP)"
+                ),
+            };
+            let (port, proto) = probe::parse_port(port)?;
+            let target = probe::Target {
+                port,
+                proto,
+                family,
+                timeout,
+            };
+            match pair {
+                None => {
+                    let m = probe::matrix(&st, target)?;
+                    if output == Output::Json {
+                        println!("{}", serde_json::to_string_pretty(&m)?);
+                    } else {
+                        print!("{}", probe::matrix_table(&st, &m));
+                    }
+                }
+                Some((from, to)) => {
+                    let (from_ns, to) = (netns_of(&st, from)?, find_pod(&st, to)?);
+                    let ok = probe::probe(&from_ns, to, target)?;
+                    println!(
+                        "{from} -> {} {}: {}",
+                        to.id(),
+                        args[2],
+                        if ok { "connected" } else { "blocked" }
                     );
-                };
-                let (port, proto) = probe::parse_port(port)?;
-                let (from_ns, to) = (netns_of(&st, from)?, find_pod(&st, to)?);
-                let ok = probe::probe(
-                    &from_ns,
-                    to,
-                    probe::Target {
-                        port,
-                        proto,
-                        family,
-                        timeout,
-                    },
-                )?;
-                println!(
-                    "{from} -> {} {}: {}",
-                    to.id(),
-                    args[2],
-                    if ok { "connected" } else { "blocked" }
-                );
-                return Ok(if ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                });
+                    return Ok(if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    });
+                }
             }
         }
         Cmd::Ping { from, to, count } => {
