@@ -85,9 +85,12 @@ enum Cmd {
         /// Probe every ordered pod pair in parallel; takes only PORT/PROTO.
         #[arg(long)]
         matrix: bool,
-        /// FROM TO PORT/PROTO (pods as NS/NAME), or PORT/PROTO with --matrix.
+        /// FROM TO PORT/PROTO (FROM a pod NS/NAME or a node, TO a pod), or PORT/PROTO with --matrix.
         #[arg(required = true, num_args = 1..=3)]
         args: Vec<String>,
+        /// Probe the pods' IPv6 addresses (a lab brought up with --ipv6); IPv4 by default.
+        #[arg(long)]
+        ipv6: bool,
         /// Seconds without an answer after which a connection counts as blocked.
         #[arg(long, default_value_t = 1.0)]
         timeout: f64,
@@ -301,6 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Probe {
             matrix,
             args,
+            ipv6,
             timeout,
             output,
         } => {
@@ -308,39 +312,53 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .ok()
                 .filter(|t| !t.is_zero())
                 .context("--timeout must be a positive number of seconds")?;
-            let st = snapshot(&lab)?;
-            if matrix {
-                let [port] = args.as_slice() else {
-                    anyhow::bail!("probe --matrix takes one argument, PORT/PROTO (e.g. 80/TCP)");
-                };
-                let (port, proto) = probe::parse_port(port)?;
-                let m = probe::matrix(&st, port, proto, timeout)?;
-                if output == Output::Json {
-                    println!("{}", serde_json::to_string_pretty(&m)?);
-                } else {
-                    print!("{}", probe::matrix_table(&st, &m));
-                }
+            let family = if ipv6 {
+                probe::Family::V6
             } else {
-                let [from, to, port] = args.as_slice() else {
-                    anyhow::bail!(
-                        "probe takes FROM TO PORT/PROTO (e.g. default/pod-1-1 default/pod-2-1 80/TCP)"
+                probe::Family::Any
+            };
+            let st = snapshot(&lab)?;
+            let (pair, port) = match (matrix, args.as_slice()) {
+                (true, [port]) => (None, port),
+                (false, [from, to, port]) => (Some((from, to)), port),
+                (true, _) => {
+                    anyhow::bail!("probe --matrix takes one argument, PORT/PROTO (e.g. 80/TCP)")
+                }
+                (false, _) => anyhow::bail!(
+                    "probe takes FROM TO PORT/PROTO (e.g. default/pod-1-1 default/pod-2-1 80/TCP)"
+                ),
+            };
+            let (port, proto) = probe::parse_port(port)?;
+            let target = probe::Target {
+                port,
+                proto,
+                family,
+                timeout,
+            };
+            match pair {
+                None => {
+                    let m = probe::matrix(&st, target)?;
+                    if output == Output::Json {
+                        println!("{}", serde_json::to_string_pretty(&m)?);
+                    } else {
+                        print!("{}", probe::matrix_table(&st, &m));
+                    }
+                }
+                Some((from, to)) => {
+                    let (from_ns, to) = (netns_of(&st, from)?, find_pod(&st, to)?);
+                    let ok = probe::probe(&from_ns, to, target)?;
+                    println!(
+                        "{from} -> {} {}: {}",
+                        to.id(),
+                        args[2],
+                        if ok { "connected" } else { "blocked" }
                     );
-                };
-                let (port, proto) = probe::parse_port(port)?;
-                let (from, to) = (find_pod(&st, from)?, find_pod(&st, to)?);
-                let ok = probe::probe(from, to, port, proto, timeout)?;
-                println!(
-                    "{} -> {} {}: {}",
-                    from.id(),
-                    to.id(),
-                    args[2],
-                    if ok { "connected" } else { "blocked" }
-                );
-                return Ok(if ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                });
+                    return Ok(if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    });
+                }
             }
         }
         Cmd::Ping { from, to, count } => {

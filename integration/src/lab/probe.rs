@@ -140,70 +140,97 @@ pub fn probe_here(to: SocketAddr, proto: Proto, timeout: Duration) -> bool {
     }
 }
 
+/// The address family a probe uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    /// The pod's IPv4 address, else its IPv6 one (single-stack IPv6 pods).
+    #[default]
+    Any,
+    /// The pod's IPv6 address (dual-stack labs, `up --ipv6`).
+    V6,
+}
+
 /// The address a probe to `pod` uses: IPv4, else IPv6.
 pub fn pod_ip(pod: &PodState) -> Option<IpAddr> {
+    pod_addr(pod, Family::Any)
+}
+
+/// The address a probe to `pod` over `family` uses.
+pub fn pod_addr(pod: &PodState, family: Family) -> Option<IpAddr> {
     let ips: Vec<IpAddr> = pod.ips.iter().filter_map(|i| i.parse().ok()).collect();
-    ips.iter()
-        .find(|i| i.is_ipv4())
-        .or_else(|| ips.first())
-        .copied()
+    match family {
+        Family::Any => ips.iter().find(|i| i.is_ipv4()).or_else(|| ips.first()),
+        Family::V6 => ips.iter().find(|i| i.is_ipv6()),
+    }
+    .copied()
 }
 
-/// Probes from pod `from` to pod `to`.
-pub fn probe(
-    from: &PodState,
-    to: &PodState,
-    port: u16,
-    proto: Proto,
-    timeout: Duration,
-) -> anyhow::Result<bool> {
-    let ip = pod_ip(to).ok_or_else(|| anyhow::anyhow!("pod {} has no address", to.id()))?;
-    let ns = Netns::adopt(&from.netns)?;
-    Ok(ns.run(move || probe_here(SocketAddr::new(ip, port), proto, timeout))?)
+/// What a probe goes to: a pod's port over one protocol and address family.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// The port.
+    pub port: u16,
+    /// The protocol.
+    pub proto: Proto,
+    /// The address family.
+    pub family: Family,
+    /// How long to wait for the answer.
+    pub timeout: Duration,
 }
 
-/// At most this many probes run at once.
-const PARALLEL: usize = 64;
+/// Probes pod `to` from inside network namespace `from` (a pod's or a node's).
+pub fn probe(from: &str, to: &PodState, t: Target) -> anyhow::Result<bool> {
+    let ip = pod_addr(to, t.family).ok_or_else(|| match t.family {
+        Family::Any => anyhow::anyhow!("pod {} has no address", to.id()),
+        Family::V6 => anyhow::anyhow!(
+            "pod {} has no IPv6 address (bring the lab up with --ipv6)",
+            to.id()
+        ),
+    })?;
+    let ns = Netns::adopt(from)?;
+    Ok(ns.run(move || probe_here(SocketAddr::new(ip, t.port), t.proto, t.timeout))?)
+}
+
+/// At most this many probes run at once: enough for a 9 × 9 matrix (the upstream e2e shape)
+/// in one round, so that a matrix with blocked pairs costs about one timeout.
+const PARALLEL: usize = 128;
 
 /// Probes every ordered pair of pods (a pod to itself too), in parallel. Keys are
 /// `FROM->TO` (`x/a->y/b`).
-pub fn matrix(
-    st: &State,
-    port: u16,
-    proto: Proto,
-    timeout: Duration,
-) -> anyhow::Result<BTreeMap<String, bool>> {
+pub fn matrix(st: &State, t: Target) -> anyhow::Result<BTreeMap<String, bool>> {
     let pods: Vec<&PodState> = st.pods.values().collect();
     let pairs: Vec<(&PodState, &PodState)> = pods
         .iter()
         .flat_map(|a| pods.iter().map(move |b| (*a, *b)))
         .collect();
-    let mut out = BTreeMap::new();
-    for chunk in pairs.chunks(PARALLEL) {
-        let results: Vec<anyhow::Result<(String, bool)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|(a, b)| {
-                    s.spawn(move || {
-                        probe(a, b, port, proto, timeout)
-                            .map(|ok| (format!("{}->{}", a.id(), b.id()), ok))
-                    })
+    // A pool of workers taking the next pair: a slow probe holds up only its own worker.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<anyhow::Result<(String, bool)>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..PARALLEL.min(pairs.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((a, b)) = pairs.get(i) else {
+                            return done;
+                        };
+                        done.push(
+                            probe(&a.netns, b, t).map(|ok| (format!("{}->{}", a.id(), b.id()), ok)),
+                        );
+                    }
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a probe thread panicked")))
-                })
-                .collect()
-        });
-        for r in results {
-            let (k, v) = r?;
-            out.insert(k, v);
-        }
-    }
-    Ok(out)
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err(anyhow::anyhow!("a probe thread panicked"))])
+            })
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
 /// The matrix as a table: rows are sources, columns destinations; `.` connects, `X` blocked.
