@@ -112,7 +112,7 @@ pub fn up(lab: &LabDir, o: &UpOptions) -> anyhow::Result<()> {
         bridge: format!("{prefix}br"),
         infra: format!("{prefix}infra"),
         etcd_endpoint: if kube {
-            format!("https://{}:{APISERVER_PORT}", plan.infra)
+            format!("http://{}:{APISERVER_PORT}", plan.infra)
         } else {
             format!("http://{}:2379", plan.infra)
         },
