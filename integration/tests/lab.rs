@@ -24,8 +24,8 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
     assert_eq!(st.nodes.len(), 2);
     assert_eq!(
         lab_namespaces(&lab.prefix()).len(),
-        6,
-        "br, infra, 2 nodes, 2 pods"
+        7,
+        "br, infra, internet, 2 nodes, 2 pods"
     );
     for (name, p) in processes(&st) {
         assert!(p.alive(), "{name} is not running after up");
@@ -227,7 +227,7 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
             .contains("from-clients"),
         "ns delete removes the namespace's policies"
     );
-    assert_eq!(lab_namespaces(&lab.prefix()).len(), 6);
+    assert_eq!(lab_namespaces(&lab.prefix()).len(), 7);
 
     let before = lab.state();
     lab.ok(&["down"]);
@@ -339,8 +339,8 @@ fn two_commands_at_once_do_not_corrupt_the_state() {
     assert_eq!(lab.state().pods.len(), 4);
     assert_eq!(
         lab_namespaces(&lab.prefix()).len(),
-        3 + 4,
-        "br, infra, node, 4 pods"
+        4 + 4,
+        "br, infra, internet, node, 4 pods"
     );
 
     let before = lab.state();

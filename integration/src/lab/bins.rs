@@ -15,7 +15,7 @@ pub struct Bins {
     pub ctl: PathBuf,
     /// `margay-lab` itself (the supervisor and the pod server).
     pub lab: PathBuf,
-    /// `margay-test-apiserver` (Kubernetes datastore).
+    /// `margay-test-apiserver`, needed with the Kubernetes datastore only (checked when used).
     pub apiserver: PathBuf,
 }
 
@@ -49,7 +49,7 @@ impl Bins {
             agent: find("margay-node")?,
             cni: find("margay-cni")?,
             ctl: find("margayctl")?,
-            apiserver: find("margay-test-apiserver")?,
+            apiserver: dir.join("margay-test-apiserver"),
             lab,
         })
     }

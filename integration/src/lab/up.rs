@@ -723,6 +723,9 @@ fn wait_router_learns_blocks(st: &State, r: &RouterState, timeout: Duration) -> 
     )
 }
 
+/// A speaker, the sessions it should have, and (established, not established) as published.
+type Published = (String, u32, Option<(u32, u32)>);
+
 /// Waits until every node's and reflector's NodeStatus (what `status` shows, written every 10 s
 /// by its agent) reports all its sessions Established ([`expected_sessions`]).
 fn wait_published(st: &State, timeout: Duration) -> anyhow::Result<()> {
@@ -740,7 +743,7 @@ fn wait_published(st: &State, timeout: Duration) -> anyhow::Result<()> {
         .map(|n| (n.name.clone(), per_node))
         .chain(st.reflectors.iter().map(|r| (r.name.clone(), per_rr)))
         .collect();
-    let read = || -> Vec<(String, u32, Option<(u32, u32)>)> {
+    let read = || -> Vec<Published> {
         let want = want.clone();
         with_ds(st, |ds| async move {
             let (all, _) = Typed::<margay_api::NodeStatus>::new(ds).list(None).await?;
@@ -793,6 +796,12 @@ fn start_apiserver(
         .kubeconfig
         .clone()
         .context("a Kubernetes-mode lab has a kubeconfig")?;
+    if !bins.apiserver.is_file() {
+        anyhow::bail!(
+            "--datastore kubernetes needs {}: build it with `cargo build -p margay-integration --bins`",
+            bins.apiserver.display()
+        );
+    }
     let listen = SocketAddr::new(IpAddr::V4(plan.infra), APISERVER_PORT);
     let log = lab.join("apiserver.log");
     let p = supervisor::start(
