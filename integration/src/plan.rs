@@ -30,6 +30,14 @@ pub const INTERNET_GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 254);
 /// The internet host's address.
 pub const INTERNET_HOST: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 
+/// Host `host` of the underlay: 198.18.0.HOST and, dual stack, fd00:198:18::HOST (as a number).
+fn underlay_host(host: u8, ipv6: bool) -> (Ipv4Addr, Option<Ipv6Addr>) {
+    (
+        Ipv4Addr::new(198, 18, 0, host),
+        ipv6.then(|| Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, u16::from(host))),
+    )
+}
+
 /// One node of the lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodePlan {
@@ -90,12 +98,11 @@ impl LabPlan {
         }
         let nodes = (1..=nodes)
             .map(|i| {
-                let host = 10 + i as u8;
+                let (ipv4, ipv6) = underlay_host(10 + i as u8, ipv6);
                 NodePlan {
                     name: format!("node-{i}"),
-                    ipv4: Ipv4Addr::new(198, 18, 0, host),
-                    ipv6: ipv6
-                        .then(|| Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, u16::from(host))),
+                    ipv4,
+                    ipv6,
                     pods: pods_per_node,
                 }
             })
@@ -118,12 +125,11 @@ impl LabPlan {
         let ipv6 = self.pool_v6.is_some();
         self.reflectors = (1..=n)
             .map(|i| {
-                let host = 1 + i as u8;
+                let (ipv4, ipv6) = underlay_host(1 + i as u8, ipv6);
                 ReflectorPlan {
                     name: format!("rr-{i}"),
-                    ipv4: Ipv4Addr::new(198, 18, 0, host),
-                    ipv6: ipv6
-                        .then(|| Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, u16::from(host))),
+                    ipv4,
+                    ipv6,
                 }
             })
             .collect();

@@ -41,6 +41,16 @@ fn blocks(status: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The prefixes the external router reports it learned, from `status -o json`.
+fn router_prefixes(status: &Value) -> Vec<&str> {
+    status["router"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["prefix"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn full_mesh_of_three_nodes_pods_reach_each_other_and_the_internet_through_nat() {
     let lab = Lab::new();
@@ -113,12 +123,7 @@ fn an_external_bird_learns_every_block_and_reaches_a_pod() {
         "bird",
     ]);
     let s = lab.status();
-    let learned: Vec<&str> = s["router"]["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["prefix"].as_str().unwrap())
-        .collect();
+    let learned = router_prefixes(&s);
     for b in blocks(&s) {
         assert!(learned.contains(&b.as_str()), "{b} not learned: {s}");
     }
@@ -241,12 +246,7 @@ fn dual_stack_with_a_reflector_and_an_external_router() {
     lab.ok(&["ping", "default/pod-1-1", &v6("default/pod-2-1"), "-c", "2"]);
     lab.ok(&["ping", "default/pod-2-1", &v6("default/pod-1-1"), "-c", "2"]);
     let s = lab.status();
-    let learned: Vec<&str> = s["router"]["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["prefix"].as_str().unwrap())
-        .collect();
+    let learned = router_prefixes(&s);
     assert!(
         learned.iter().any(|p| p.contains(':')),
         "no IPv6 block: {s}"
