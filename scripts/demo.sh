@@ -3,8 +3,9 @@
 #
 # On a fresh Debian 12 machine as root: installs what is missing, builds the binaries, brings up a
 # lab of 3 nodes × 2 pods in network namespaces (real etcd, margay-node on each node, pods wired
-# by margay-cni), prints its status and what margayctl sees, pings and probes across nodes, and
-# tears everything down again — also when a step fails (trap). The host's own namespace is never
+# by margay-cni), prints its status and what margayctl sees (pools, nodes, every node's BGP
+# status, IPAM), pings and probes across nodes and to the internet host through natOutgoing,
+# blocks a ping with a NetworkPolicy and opens it again, and tears everything down again — also when a step fails (trap). The host's own namespace is never
 # touched. The lab lives in $MARGAY_LAB_DIR (default /run/margay-lab-demo, so a lab of yours in
 # the default /run/margay-lab is left alone).
 set -euo pipefail
@@ -49,12 +50,17 @@ step "margay-lab ctl get ippool -o wide"
 "$LAB" ctl get ippool -o wide
 step "margay-lab ctl get node -o wide"
 "$LAB" ctl get node -o wide
+step "margay-lab ctl node status --all"
+"$LAB" ctl node status --all
 step "margay-lab ctl ipam show"
 "$LAB" ctl ipam show
 
 step "ping across nodes: default/pod-1-1 -> default/pod-2-1 and default/pod-3-2"
 "$LAB" ping default/pod-1-1 default/pod-2-1 -c 3
 "$LAB" ping default/pod-1-1 default/pod-3-2 -c 3
+
+step "a pod reaches the internet host through natOutgoing (seen as its node's address)"
+"$LAB" internet default/pod-1-1
 
 step "every pod to every pod on TCP port 80 (margay-lab probe --matrix 80/TCP)"
 "$LAB" probe --matrix 80/TCP

@@ -8,43 +8,12 @@
 
 mod common;
 
+use common::lab::*;
+
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::lab::{Lab, bin, lab_namespaces};
-use margay_integration::lab::state::{Proc, State};
 use serde_json::Value;
-
-/// Every process the lab recorded (supervisor included).
-fn processes(st: &State) -> Vec<(String, Proc)> {
-    let mut all: Vec<(String, Proc)> = st
-        .procs
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    all.extend(st.supervisor.clone().map(|p| ("supervisor".to_owned(), p)));
-    all
-}
-
-/// After `down`: no namespace of the lab, no process it started, no state, no etcd data.
-fn assert_nothing_left(lab: &Lab, before: &State) {
-    let left = lab_namespaces(&lab.prefix());
-    assert!(left.is_empty(), "namespaces left behind: {left:?}");
-    for (name, p) in processes(before) {
-        assert!(!p.alive(), "{name} (pid {}) still runs", p.pid);
-    }
-    assert!(!lab.dir.path().join("state.json").exists());
-    assert!(!before.etcd_data.exists(), "{}", before.etcd_data.display());
-    assert!(!lab.dir.path().join("supervisor.sock").exists());
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 #[test]
 fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
@@ -55,8 +24,8 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
     assert_eq!(st.nodes.len(), 2);
     assert_eq!(
         lab_namespaces(&lab.prefix()).len(),
-        6,
-        "br, infra, 2 nodes, 2 pods"
+        7,
+        "br, infra, internet, 2 nodes, 2 pods"
     );
     for (name, p) in processes(&st) {
         assert!(p.alive(), "{name} is not running after up");
@@ -258,7 +227,7 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
             .contains("from-clients"),
         "ns delete removes the namespace's policies"
     );
-    assert_eq!(lab_namespaces(&lab.prefix()).len(), 6);
+    assert_eq!(lab_namespaces(&lab.prefix()).len(), 7);
 
     let before = lab.state();
     lab.ok(&["down"]);
@@ -370,8 +339,8 @@ fn two_commands_at_once_do_not_corrupt_the_state() {
     assert_eq!(lab.state().pods.len(), 4);
     assert_eq!(
         lab_namespaces(&lab.prefix()).len(),
-        3 + 4,
-        "br, infra, node, 4 pods"
+        4 + 4,
+        "br, infra, internet, node, 4 pods"
     );
 
     let before = lab.state();

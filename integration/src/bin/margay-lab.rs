@@ -9,9 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use margay_integration::lab::bins::Bins;
 use margay_integration::lab::pods::{self, PodSpec, PortDecl, find_pod, parse_pod_id};
-use margay_integration::lab::state::{LabDir, State};
+use margay_integration::lab::state::{DatastoreKind, LabDir, RouterKind, State};
 use margay_integration::lab::sync::{Confirmation, confirm};
-use margay_integration::lab::up::{UpOptions, down, up};
+use margay_integration::lab::up::{INTERNET_PORT, UpOptions, datastore_env, delete_node, down, up};
 use margay_integration::lab::{objects, probe, status, supervisor};
 
 /// A multi-node Margay cluster on one Linux host: etcd, agents and pods in network namespaces.
@@ -47,6 +47,16 @@ enum Cmd {
         /// Dual stack: IPv6 underlay addresses and an IPv6 pool too.
         #[arg(long)]
         ipv6: bool,
+        /// Dedicated route reflectors (rr-1…, `margay-node --role route-reflector`); turns the
+        /// node-to-node mesh off.
+        #[arg(long, default_value_t = 0)]
+        route_reflectors: usize,
+        /// A top-of-rack router (AS 65001) peering eBGP with every node.
+        #[arg(long, value_enum)]
+        external_router: Option<RouterKind>,
+        /// Where Margay keeps its data: etcd, or the test Kubernetes API server.
+        #[arg(long, value_enum, default_value_t = DatastoreKind::Etcdv3)]
+        datastore: DatastoreKind,
         /// Seconds each stage may take before up gives up and cleans up.
         #[arg(long, default_value_t = 90)]
         timeout: u64,
@@ -64,6 +74,20 @@ enum Cmd {
         /// Print the topology as SVG (rendered by Graphviz's dot when installed).
         #[arg(long)]
         svg: bool,
+    },
+    /// Nodes: `node delete NODE` removes one as Calico's `calicoctl delete node` does.
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
+    /// Connect from a pod or node to the internet host (198.19.0.1:80) and print the source
+    /// address it saw (a pod's node address with natOutgoing); exit 1 when it does not answer.
+    Internet {
+        /// A pod NS/NAME or a node.
+        from: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 2.0)]
+        timeout: f64,
     },
     /// Kubernetes namespaces.
     Ns {
@@ -134,6 +158,19 @@ enum Cmd {
         /// Ports to serve on TCP and UDP.
         #[arg(long = "port", required = true)]
         ports: Vec<u16>,
+        /// Answer TCP connections with the name and the address they came from.
+        #[arg(long)]
+        echo_peer: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    /// Remove a node as if its machine were gone, as `calicoctl delete node` does: stop its
+    /// agent and pods, delete its Node and WorkloadEndpoints, release its addresses and blocks.
+    Delete {
+        /// The node (node-N).
+        name: String,
     },
 }
 
@@ -259,6 +296,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             nodes,
             pods_per_node,
             ipv6,
+            route_reflectors,
+            external_router,
+            datastore,
             timeout,
         } => {
             up(
@@ -267,9 +307,53 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     nodes,
                     pods_per_node,
                     ipv6,
+                    route_reflectors,
+                    external_router,
+                    datastore,
                     timeout: Duration::from_secs(timeout),
                 },
             )?;
+        }
+        Cmd::Node {
+            cmd: NodeCmd::Delete { name },
+        } => {
+            let lock = lab.lock()?;
+            let mut st = lab.load_existing(&lock)?;
+            let c = delete_node(&lab, &lock, &mut st, &name)?;
+            eprintln!(
+                "node {name} deleted: {} endpoints deleted, {} addresses and {} blocks released{}",
+                c.endpoints_deleted,
+                c.addresses_released,
+                c.blocks_released,
+                if c.blocks_in_use > 0 {
+                    format!(", {} blocks kept (addresses still in use)", c.blocks_in_use)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        Cmd::Internet { from, timeout } => {
+            let timeout = Duration::try_from_secs_f64(timeout)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .context("--timeout must be a positive number of seconds")?;
+            let st = snapshot(&lab)?;
+            let inet = st
+                .internet
+                .clone()
+                .context("this lab has no internet host (made by an older margay-lab)")?;
+            let ns = netns_of(&st, &from)?;
+            let to = std::net::SocketAddr::new(inet.address.parse()?, INTERNET_PORT);
+            return Ok(match probe::internet(&ns, to, timeout)? {
+                Some(seen) => {
+                    println!("{from} -> internet {to}: seen as {seen}");
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    println!("{from} -> internet {to}: no answer");
+                    ExitCode::from(1)
+                }
+            });
         }
         Cmd::Down => down(&lab)?,
         Cmd::Status { output, dot, svg } => {
@@ -391,21 +475,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .args(["netns", "exec", &st.infra])
                     .arg(&bins.ctl)
                     .args(&args)
-                    .env("DATASTORE_TYPE", "etcdv3")
-                    .env("ETCD_ENDPOINTS", &st.etcd_endpoint)
+                    .env_remove("ETCD_ENDPOINTS")
                     .env_remove("MARGAYCTL_CONFIG")
-                    .env_remove("KUBECONFIG"),
+                    .env_remove("KUBECONFIG")
+                    .envs(datastore_env(&st)),
             );
         }
         Cmd::Supervise => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(supervisor::run(lab))?;
         }
-        Cmd::PodServer { name, ports } => {
+        Cmd::PodServer {
+            name,
+            ports,
+            echo_peer,
+        } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(probe::serve(name, ports))?;
+            rt.block_on(probe::serve(name, ports, echo_peer))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -428,6 +516,15 @@ fn netns_of(st: &State, target: &str) -> anyhow::Result<String> {
     if target == "infra" {
         return Ok(st.infra.clone());
     }
+    if let Some(i) = st.internet.as_ref().filter(|_| target == "internet") {
+        return Ok(i.netns.clone());
+    }
+    if let Some(r) = st.router.as_ref().filter(|_| target == "tor") {
+        return Ok(r.netns.clone());
+    }
+    if let Some(r) = st.reflectors.iter().find(|r| r.name == target) {
+        return Ok(r.netns.clone());
+    }
     if let Some(n) = st.node(target) {
         return Ok(n.netns.clone());
     }
@@ -436,7 +533,7 @@ fn netns_of(st: &State, target: &str) -> anyhow::Result<String> {
     }
     let nodes: Vec<&str> = st.nodes.iter().map(|n| n.name.as_str()).collect();
     anyhow::bail!(
-        "{target:?} is neither a node ({}), a pod (NS/NAME) nor infra",
+        "{target:?} is neither a node ({}), a pod (NS/NAME), a reflector (rr-N), tor, internet nor infra",
         nodes.join(", ")
     )
 }
@@ -447,6 +544,12 @@ fn address_of(st: &State, target: &str) -> anyhow::Result<String> {
     }
     if let Some(n) = st.node(target) {
         return Ok(n.ipv4.clone());
+    }
+    if let Some(i) = st.internet.as_ref().filter(|_| target == "internet") {
+        return Ok(i.address.clone());
+    }
+    if let Some(r) = st.router.as_ref().filter(|_| target == "tor") {
+        return Ok(r.ipv4.clone());
     }
     let pod = find_pod(st, target)?;
     probe::pod_ip(pod)
@@ -528,6 +631,9 @@ fn pod(lab: &LabDir, cmd: PodCmd) -> anyhow::Result<ExitCode> {
         PodCmd::Label { id, edits } => {
             let mut p = find_pod(&st, &id)?.clone();
             pods::edit_labels(&mut p.labels, &edits)?;
+            if st.datastore == DatastoreKind::Kubernetes {
+                objects::put_pod_object(&st, &p)?;
+            }
             let w = objects::write_pod(&st, &p)?;
             st.pods.insert(id.clone(), p);
             lab.save(&lock, &st)?;

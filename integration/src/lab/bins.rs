@@ -15,6 +15,8 @@ pub struct Bins {
     pub ctl: PathBuf,
     /// `margay-lab` itself (the supervisor and the pod server).
     pub lab: PathBuf,
+    /// `margay-test-apiserver`, needed with the Kubernetes datastore only (checked when used).
+    pub apiserver: PathBuf,
 }
 
 /// Environment variable naming the directory of the binaries.
@@ -47,6 +49,7 @@ impl Bins {
             agent: find("margay-node")?,
             cni: find("margay-cni")?,
             ctl: find("margayctl")?,
+            apiserver: dir.join("margay-test-apiserver"),
             lab,
         })
     }

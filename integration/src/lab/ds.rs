@@ -1,17 +1,19 @@
-//! Talking to the lab's etcd: it listens on the underlay inside the infra namespace, so every
-//! datastore call runs on a thread that entered that namespace.
+//! Talking to the lab's datastore — etcd, or the test Kubernetes API server — which listens on
+//! the underlay inside the infra namespace, so every datastore call runs on a thread that
+//! entered that namespace.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use margay_datastore::{Datastore, Etcd, EtcdConfig};
+use margay_datastore::{Datastore, Etcd, EtcdConfig, Kubernetes, KubernetesConfig};
 use margay_harness::Netns;
 
-use super::state::State;
+use super::state::{DatastoreKind, State};
 
-/// Runs `f` with a datastore connected to the lab's etcd, inside the infra namespace.
+/// Runs `f` with a datastore connected to the lab's etcd or API server, inside the infra
+/// namespace.
 pub fn with_ds<F, Fut, T>(state: &State, f: F) -> anyhow::Result<T>
 where
     F: FnOnce(Arc<dyn Datastore>) -> Fut + Send,
@@ -21,14 +23,29 @@ where
     let ns = Netns::adopt(&state.infra)
         .with_context(|| format!("the lab's infra namespace {} is gone", state.infra))?;
     let endpoint = state.etcd_endpoint.clone();
+    let kind = state.datastore;
+    let kubeconfig = state.kubeconfig.clone();
     ns.block_on(async move {
-        let ds = Etcd::connect(&EtcdConfig {
-            endpoints: vec![endpoint.clone()],
-            timeout: Some(Duration::from_secs(5)),
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("cannot reach the lab's etcd at {endpoint}"))?;
-        f(Arc::new(ds)).await
+        let ds: Arc<dyn Datastore> = match kind {
+            DatastoreKind::Etcdv3 => Arc::new(
+                Etcd::connect(&EtcdConfig {
+                    endpoints: vec![endpoint.clone()],
+                    timeout: Some(Duration::from_secs(5)),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("cannot reach the lab's etcd at {endpoint}"))?,
+            ),
+            DatastoreKind::Kubernetes => Arc::new(
+                Kubernetes::connect(&KubernetesConfig {
+                    kubeconfig,
+                    timeout: Some(Duration::from_secs(5)),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("cannot reach the lab's API server at {endpoint}"))?,
+            ),
+        };
+        f(ds).await
     })?
 }

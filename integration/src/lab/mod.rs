@@ -2,7 +2,9 @@
 //!
 //! ```text
 //!  mgyl-ID-br  (bridge br0, the 198.18.0.0/24 underlay)
-//!    ├─ mgyl-ID-infra   198.18.0.254   etcd
+//!    ├─ mgyl-ID-infra   198.18.0.254   etcd or the test API server ── mgyl-ID-internet 198.19.0.1
+//!    ├─ mgyl-ID-rr-N    198.18.0.(1+N) margay-node --role route-reflector (--route-reflectors)
+//!    ├─ mgyl-ID-tor     198.18.0.1     BIRD, FRR or GoBGP, eBGP AS 65001 (--external-router)
 //!    ├─ mgyl-ID-node-1  198.18.0.11    margay-node ── mgy… veths ── mgyl-ID-pod-N (pod server)
 //!    └─ mgyl-ID-node-2  198.18.0.12    margay-node ── …
 //! ```
@@ -18,6 +20,7 @@ pub mod ds;
 pub mod objects;
 pub mod pods;
 pub mod probe;
+pub mod router;
 pub mod state;
 pub mod status;
 pub mod supervisor;

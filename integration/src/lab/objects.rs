@@ -1,15 +1,18 @@
 //! The Kubernetes objects the lab writes in etcd mode, standing in for Calico's
 //! kube-controllers: Namespaces (with `kubernetes.io/metadata.name`), the pods' labels and named
-//! ports on their WorkloadEndpoints, and NetworkPolicies.
+//! ports on their WorkloadEndpoints, and NetworkPolicies. With the Kubernetes datastore the same
+//! objects live in the test API server, and each pod also gets its core Pod object.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec as K8sPodSpec};
 use margay_api::WorkloadEndpoint;
 use margay_api::k8s::{LABEL_NAMESPACE_NAME, Namespace, NetworkPolicy, ObjectMeta};
 use margay_api::workload::EndpointPort;
-use margay_datastore::{Error as DsError, Typed};
+use margay_datastore::{Datastore, Error as DsError, Typed};
+use std::sync::Arc;
 
 use super::ds::with_ds;
 use super::state::{PodState, State};
@@ -264,6 +267,79 @@ pub fn pod_wep_deletion(st: &State, pod: &PodState) -> anyhow::Result<Option<Wri
                 revision: None,
             }))
     })
+}
+
+/// The core Pod of a lab pod (Kubernetes datastore): its labels, its node and its declared ports,
+/// as a scheduler would have written it before the runtime calls the CNI plugin.
+fn pod_object(pod: &PodState) -> Pod {
+    let ports: Vec<ContainerPort> = pod
+        .ports
+        .iter()
+        .map(|(name, port, proto)| ContainerPort {
+            name: Some(name.clone()),
+            container_port: i32::from(*port),
+            protocol: Some(proto.clone()),
+            ..Default::default()
+        })
+        .collect();
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            labels: Some(pod.labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(K8sPodSpec {
+            node_name: Some(pod.node.clone()),
+            containers: vec![Container {
+                name: "server".into(),
+                image: Some("margay-lab-pod-server".into()),
+                ports: (!ports.is_empty()).then_some(ports),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Creates or updates a pod's core Pod object (Kubernetes datastore).
+pub fn put_pod_object(st: &State, pod: &PodState) -> anyhow::Result<()> {
+    let want = pod_object(pod);
+    let id = pod.id();
+    with_ds(st, |ds| async move {
+        let pods = Typed::<Pod>::new(ds);
+        let ns = want.metadata.namespace.clone();
+        let name = want.metadata.name.clone().unwrap_or_default();
+        match pods.create(&want).await {
+            Ok(_) => Ok(()),
+            Err(DsError::AlreadyExists(_)) => {
+                pods.update_with(ns.as_deref(), &name, 10, |p| {
+                    p.metadata.labels = want.metadata.labels.clone();
+                    p.spec = want.spec.clone();
+                    Ok(true)
+                })
+                .await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .with_context(|| format!("cannot write the Pod object of {id}"))
+}
+
+/// Deletes a pod's core Pod object, if there is one (Kubernetes datastore).
+pub async fn delete_pod_object(ds: &Arc<dyn Datastore>, pod: &PodState) -> anyhow::Result<()> {
+    match Typed::<Pod>::new(Arc::clone(ds))
+        .delete(Some(&pod.namespace), &pod.name, None)
+        .await
+    {
+        Ok(()) | Err(DsError::NotFound(_)) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot delete the Pod object of {}: {e}",
+            pod.id()
+        )),
+    }
 }
 
 /// Parses a NetworkPolicy from YAML or JSON; the namespace defaults to `default`.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::bins::Bins;
 use super::objects;
-use super::state::{LabDir, Lock, NodeState, PodState, State};
+use super::state::{DatastoreKind, LabDir, Lock, NodeState, PodState, State};
 use super::supervisor::{self, StartSpec};
 use super::{log_tail, wait_for};
 
@@ -228,6 +228,10 @@ pub fn create(
             .map(|p| (p.name.clone(), p.port, p.protocol.clone()))
             .collect(),
     };
+    if st.datastore == DatastoreKind::Kubernetes {
+        // The scheduler's Pod comes first, as in a cluster: the runtime then calls the plugin.
+        objects::put_pod_object(st, &pod)?;
+    }
     st.namespaces.push(pod.netns.clone());
     lab.save(lock, st)?;
     Netns::persistent(&pod.netns)?;
@@ -393,6 +397,13 @@ pub fn delete(
         st.namespaces.retain(|x| *x != pod.netns);
     } else {
         errors.push(format!("cannot delete namespace {}", pod.netns));
+    }
+    if st.datastore == DatastoreKind::Kubernetes
+        && let Err(e) = super::ds::with_ds(st, |ds| async move {
+            objects::delete_pod_object(&ds, &pod).await
+        })
+    {
+        errors.push(format!("{e:#}"));
     }
     st.pods.remove(id);
     lab.save(lock, st)?;

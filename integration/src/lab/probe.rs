@@ -39,7 +39,9 @@ pub fn parse_port(s: &str) -> anyhow::Result<(u16, Proto)> {
 }
 
 /// Runs the pod server until killed: TCP and UDP on every port, on all addresses.
-pub async fn serve(name: String, ports: Vec<u16>) -> anyhow::Result<()> {
+/// With `echo_peer`, a TCP answer also names the address the connection came from (the
+/// internet host, to show what natOutgoing makes of a pod's address).
+pub async fn serve(name: String, ports: Vec<u16>, echo_peer: bool) -> anyhow::Result<()> {
     let answer = format!("{name}\n");
     let mut tasks = Vec::new();
     for port in ports {
@@ -53,7 +55,12 @@ pub async fn serve(name: String, ports: Vec<u16>) -> anyhow::Result<()> {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 };
-                let a = a.clone();
+                let a = match s.peer_addr() {
+                    Ok(peer) if echo_peer => {
+                        format!("{} {}\n", a.trim_end(), peer.ip().to_canonical())
+                    }
+                    _ => a.clone(),
+                };
                 tokio::spawn(async move {
                     use tokio::io::AsyncWriteExt;
                     let _ = s.write_all(a.as_bytes()).await;
@@ -191,6 +198,20 @@ pub fn probe(from: &str, to: &PodState, t: Target) -> anyhow::Result<bool> {
     Ok(ns.run(move || probe_here(SocketAddr::new(ip, t.port), t.proto, t.timeout))?)
 }
 
+/// Connects from namespace `netns` to the internet host and returns the source address it saw
+/// (its server answers `internet ADDR`), or `None` when no answer came within `timeout`.
+pub fn internet(netns: &str, to: SocketAddr, timeout: Duration) -> anyhow::Result<Option<String>> {
+    let ns = Netns::adopt(netns)?;
+    Ok(ns.run(move || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect_timeout(&to, timeout).ok()?;
+        s.set_read_timeout(Some(timeout)).ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.split_whitespace().nth(1).map(str::to_owned)
+    })?)
+}
+
 /// At most this many probes run at once: enough for a 9 × 9 matrix (the upstream e2e shape)
 /// in one round, so that a matrix with blocked pairs costs about one timeout.
 const PARALLEL: usize = 128;
@@ -293,7 +314,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        rt.spawn(serve("x/a".into(), vec![port]));
+        rt.spawn(serve("x/a".into(), vec![port], false));
         let to: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = Instant::now() + Duration::from_secs(5);
         while !probe_here(to, Proto::Tcp, Duration::from_millis(200)) {

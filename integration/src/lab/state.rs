@@ -144,6 +144,91 @@ pub struct NodeState {
     pub socket: PathBuf,
 }
 
+/// Where the lab keeps Margay's data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DatastoreKind {
+    /// etcd in the infra namespace (the lab stands in for kube-controllers).
+    #[default]
+    Etcdv3,
+    /// The test Kubernetes API server (`margay-test-apiserver`) in the infra namespace.
+    Kubernetes,
+}
+
+impl DatastoreKind {
+    /// As `DATASTORE_TYPE` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatastoreKind::Etcdv3 => "etcdv3",
+            DatastoreKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// The external router's daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterKind {
+    /// BIRD 2 (installs what it learns in its namespace's routing table).
+    Bird,
+    /// FRR's bgpd with zebra (installs what it learns).
+    Frr,
+    /// GoBGP (learns, installs nothing: no FIB).
+    Gobgp,
+}
+
+impl RouterKind {
+    /// Its name, as on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouterKind::Bird => "bird",
+            RouterKind::Frr => "frr",
+            RouterKind::Gobgp => "gobgp",
+        }
+    }
+}
+
+/// A dedicated route reflector of the lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReflectorState {
+    /// Its node name (`rr-1`).
+    pub name: String,
+    /// Its namespace.
+    pub netns: String,
+    /// Its IPv4 underlay address.
+    pub ipv4: String,
+    /// Its IPv6 underlay address, with `--ipv6`.
+    pub ipv6: Option<String>,
+    /// The route-reflector cluster id it declares.
+    pub cluster_id: String,
+}
+
+/// The external (top-of-rack) router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterState {
+    /// Which daemon.
+    pub kind: RouterKind,
+    /// Its namespace.
+    pub netns: String,
+    /// Its IPv4 underlay address.
+    pub ipv4: String,
+    /// Its IPv6 underlay address, with `--ipv6`.
+    pub ipv6: Option<String>,
+    /// Its AS number.
+    pub asn: u32,
+    /// Its directory (configuration, control sockets, logs).
+    pub dir: PathBuf,
+}
+
+/// The "internet" namespace behind the infra namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InternetState {
+    /// Its namespace.
+    pub netns: String,
+    /// Its address.
+    pub address: String,
+}
+
 /// One pod of the lab.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodState {
@@ -201,6 +286,21 @@ pub struct State {
     pub next_pod: u32,
     /// Every namespace made so far, also those of a half-finished `up`.
     pub namespaces: Vec<String>,
+    /// The datastore.
+    #[serde(default)]
+    pub datastore: DatastoreKind,
+    /// The kubeconfig of the test API server (Kubernetes datastore).
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The dedicated route reflectors (none: full mesh).
+    #[serde(default)]
+    pub reflectors: Vec<ReflectorState>,
+    /// The external router, if any.
+    #[serde(default)]
+    pub router: Option<RouterState>,
+    /// The internet namespace.
+    #[serde(default)]
+    pub internet: Option<InternetState>,
 }
 
 impl State {

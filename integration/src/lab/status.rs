@@ -10,15 +10,67 @@ use margay_datastore::Typed;
 use serde::Serialize;
 
 use super::ds::with_ds;
-use super::state::{LabDir, State};
+use super::state::{DatastoreKind, LabDir, State};
 
 /// The JSON of `status -o json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
     /// The nodes, in order.
     pub nodes: Vec<NodeInfo>,
-    /// Every BGP session, as each node reports it.
+    /// Every BGP session, as each node (and reflector) reports it.
     pub peers: Vec<PeerInfo>,
+    /// The dedicated route reflectors (absent with the full mesh).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reflectors: Vec<ReflectorInfo>,
+    /// The external router (absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterInfo>,
+}
+
+/// One dedicated route reflector.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReflectorInfo {
+    /// `rr-1`.
+    pub name: String,
+    /// Its underlay (BGP) address.
+    pub address: String,
+    /// Its route-reflector cluster id.
+    pub cluster_id: String,
+}
+
+/// One of the external router's sessions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouterSession {
+    /// The peer: a node's name, else its address.
+    pub peer: String,
+    /// Its state (`Established` when up).
+    pub state: String,
+}
+
+/// A prefix the external router learned.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouterRoute {
+    /// The prefix (a block).
+    pub prefix: String,
+    /// The node it was learned from.
+    pub from: String,
+}
+
+/// The external router and what it reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouterInfo {
+    /// `bird`, `frr` or `gobgp`.
+    pub kind: String,
+    /// Its underlay address.
+    pub address: String,
+    /// Its AS.
+    pub asn: u32,
+    /// Its sessions, as the router reports them.
+    pub sessions: Vec<RouterSession>,
+    /// The prefixes it learned, as it reports them.
+    pub routes: Vec<RouterRoute>,
+    /// Why the router could not be asked, if it could not.
+    pub error: Option<String>,
 }
 
 /// One node.
@@ -90,7 +142,76 @@ pub fn offline(st: &State) -> Status {
             })
             .collect(),
         peers: Vec::new(),
+        reflectors: reflectors_of(st),
+        router: None,
     }
+}
+
+fn reflectors_of(st: &State) -> Vec<ReflectorInfo> {
+    st.reflectors
+        .iter()
+        .map(|r| ReflectorInfo {
+            name: r.name.clone(),
+            address: r.ipv4.clone(),
+            cluster_id: r.cluster_id.clone(),
+        })
+        .collect()
+}
+
+/// Lab names by underlay address: nodes, reflectors and `tor`.
+fn names_by_address(st: &State) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for n in &st.nodes {
+        out.insert(n.ipv4.clone(), n.name.clone());
+        out.extend(n.ipv6.clone().map(|a| (a, n.name.clone())));
+    }
+    for r in &st.reflectors {
+        out.insert(r.ipv4.clone(), r.name.clone());
+        out.extend(r.ipv6.clone().map(|a| (a, r.name.clone())));
+    }
+    if let Some(r) = &st.router {
+        out.insert(r.ipv4.clone(), "tor".to_owned());
+        out.extend(r.ipv6.clone().map(|a| (a, "tor".to_owned())));
+    }
+    out
+}
+
+fn router_info(st: &State, by_addr: &BTreeMap<String, String>) -> Option<RouterInfo> {
+    let r = st.router.as_ref()?;
+    let name = |a: std::net::IpAddr| {
+        by_addr
+            .get(&a.to_string())
+            .cloned()
+            .unwrap_or_else(|| a.to_string())
+    };
+    let mut info = RouterInfo {
+        kind: r.kind.as_str().to_owned(),
+        address: r.ipv4.clone(),
+        asn: r.asn,
+        sessions: Vec::new(),
+        routes: Vec::new(),
+        error: None,
+    };
+    match super::router::sessions(r).and_then(|s| Ok((s, super::router::learned(r)?))) {
+        Ok((sessions, routes)) => {
+            info.sessions = sessions
+                .into_iter()
+                .map(|n| RouterSession {
+                    peer: name(n.address),
+                    state: format!("{:?}", n.state),
+                })
+                .collect();
+            info.routes = routes
+                .into_values()
+                .map(|l| RouterRoute {
+                    prefix: l.prefix.to_string(),
+                    from: l.from.map(name).unwrap_or_default(),
+                })
+                .collect();
+        }
+        Err(e) => info.error = Some(format!("{e:#}")),
+    }
+    Some(info)
 }
 
 fn pods_of(st: &State, node: &str) -> Vec<PodInfo> {
@@ -123,17 +244,12 @@ pub fn gather(st: &State) -> anyhow::Result<Status> {
             .unwrap_or(margay_api::bgp::DEFAULT_AS_NUMBER);
         Ok((nodes, aff, statuses, default_as))
     })?;
-    let by_addr: BTreeMap<String, String> = st
-        .nodes
-        .iter()
-        .flat_map(|n| {
-            std::iter::once((n.ipv4.clone(), n.name.clone()))
-                .chain(n.ipv6.clone().map(|a| (a, n.name.clone())))
-        })
-        .collect();
+    let by_addr = names_by_address(st);
     let mut out = Status {
         nodes: Vec::new(),
         peers: Vec::new(),
+        reflectors: reflectors_of(st),
+        router: router_info(st, &by_addr),
     };
     for n in &st.nodes {
         let asn = nodes
@@ -157,15 +273,23 @@ pub fn gather(st: &State) -> anyhow::Result<Status> {
             blocks,
             pods,
         });
+    }
+    // Every session as each node and each reflector publishes it.
+    let speakers = st
+        .nodes
+        .iter()
+        .map(|n| &n.name)
+        .chain(st.reflectors.iter().map(|r| &r.name));
+    for speaker in speakers {
         let peers = statuses
             .iter()
-            .find(|s| s.metadata.name.as_deref() == Some(&n.name))
+            .find(|s| s.metadata.name.as_ref() == Some(speaker))
             .and_then(|s| s.status.as_ref()?.bgp.as_ref())
             .map(|b| b.peers.clone())
             .unwrap_or_default();
         for p in peers {
             out.peers.push(PeerInfo {
-                node: n.name.clone(),
+                node: speaker.clone(),
                 peer: by_addr
                     .get(&p.peer_ip)
                     .cloned()
@@ -208,9 +332,13 @@ pub fn picture(lab: &LabDir, st: &State, s: &Status, objects: Option<&Objects>) 
         _ => "SUPERVISOR NOT RUNNING (`margay-lab down` cleans up)".to_owned(),
     };
     let npods: usize = s.nodes.iter().map(|n| n.pods.len()).sum();
+    let datastore = match st.datastore {
+        DatastoreKind::Etcdv3 => "etcd",
+        DatastoreKind::Kubernetes => "Kubernetes API",
+    };
     let _ = writeln!(
         o,
-        "Margay lab in {} — {} nodes, {} pods{}; etcd {} in {}; {}",
+        "Margay lab in {} — {} nodes, {} pods{}; {datastore} {} in {}; {}",
         lab.path().display(),
         s.nodes.len(),
         npods,
@@ -219,6 +347,13 @@ pub fn picture(lab: &LabDir, st: &State, s: &Status, objects: Option<&Objects>) 
         st.infra,
         sup
     );
+    if let Some(i) = &st.internet {
+        let _ = writeln!(
+            o,
+            "internet host {} behind infra (pods reach it through natOutgoing)",
+            i.address
+        );
+    }
     if !st.ready {
         let _ = writeln!(o, "(not ready: `up` did not finish)");
     }
@@ -267,6 +402,69 @@ pub fn picture(lab: &LabDir, st: &State, s: &Status, objects: Option<&Objects>) 
                 p.ips.join(" "),
                 labels.join(",")
             );
+        }
+    }
+    let bgp_up = |who: &str| {
+        let up = s
+            .peers
+            .iter()
+            .filter(|p| p.node == who && p.state == "Established")
+            .count();
+        let all = s.peers.iter().filter(|p| p.node == who).count();
+        format!("BGP {up}/{all} up")
+    };
+    for r in &s.reflectors {
+        let running = match st.procs.get(&format!("reflector-{}", r.name)) {
+            Some(p) if p.alive() => "",
+            _ => "  REFLECTOR NOT RUNNING",
+        };
+        let _ = writeln!(
+            o,
+            "\n{}  {}  route reflector, cluster {}  {}{running}",
+            r.name,
+            r.address,
+            r.cluster_id,
+            bgp_up(&r.name)
+        );
+    }
+    if let Some(r) = &s.router {
+        let _ = write!(
+            o,
+            "\ntor  {}  external router ({}), AS {}",
+            r.address, r.kind, r.asn
+        );
+        match &r.error {
+            Some(e) => {
+                let _ = writeln!(o, "  NOT ANSWERING: {e}");
+            }
+            None => {
+                let up = r
+                    .sessions
+                    .iter()
+                    .filter(|x| x.state == "Established")
+                    .count();
+                let _ = writeln!(
+                    o,
+                    "  BGP {up}/{} up  learned {} prefixes",
+                    r.sessions.len(),
+                    r.routes.len()
+                );
+                for x in &r.sessions {
+                    let learned: Vec<&str> = r
+                        .routes
+                        .iter()
+                        .filter(|l| l.from == x.peer)
+                        .map(|l| l.prefix.as_str())
+                        .collect();
+                    let _ = writeln!(
+                        o,
+                        "  ├─ {:<12} {:<12} {}",
+                        x.peer,
+                        x.state,
+                        learned.join(" ")
+                    );
+                }
+            }
         }
     }
     if let Some(obj) = objects {
@@ -534,6 +732,8 @@ mod tests {
                     since: None,
                 },
             ],
+            reflectors: vec![],
+            router: None,
         }
     }
 
@@ -560,6 +760,36 @@ mod tests {
         );
         assert_eq!(v["peers"][0]["type"], "NodeMesh");
         assert_eq!(v["nodes"][0]["pods"][0]["name"], "default/pod-1-1");
+
+        // Reflectors and a router appear when the lab has them.
+        let mut s = sample();
+        s.reflectors.push(ReflectorInfo {
+            name: "rr-1".into(),
+            address: "198.18.0.2".into(),
+            cluster_id: "244.0.0.1".into(),
+        });
+        s.router = Some(RouterInfo {
+            kind: "bird".into(),
+            address: "198.18.0.1".into(),
+            asn: 65001,
+            sessions: vec![RouterSession {
+                peer: "node-1".into(),
+                state: "Established".into(),
+            }],
+            routes: vec![RouterRoute {
+                prefix: "100.64.1.0/26".into(),
+                from: "node-1".into(),
+            }],
+            error: None,
+        });
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(keys(&v), ["nodes", "peers", "reflectors", "router"]);
+        assert_eq!(keys(&v["reflectors"][0]), ["address", "cluster_id", "name"]);
+        assert_eq!(
+            keys(&v["router"]),
+            ["address", "asn", "error", "kind", "routes", "sessions"]
+        );
+        assert_eq!(v["router"]["routes"][0]["from"], "node-1");
     }
 
     #[test]

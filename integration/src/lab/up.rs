@@ -2,27 +2,39 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ipnet::IpNet;
+use margay_api::ipam::AffinityState;
 use margay_api::k8s::{LABEL_NAMESPACE_NAME, Namespace, ObjectMeta};
-use margay_api::{IPPool, IPPoolSpec};
+use margay_api::{
+    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, BlockAffinity, IPPool, IPPoolSpec,
+};
 use margay_datastore::Typed;
 use margay_harness::{Netns, delete_netns, list_all};
 
 use super::bins::Bins;
 use super::ds::with_ds;
 use super::pods::{self, PodSpec};
-use super::state::{LabDir, Lock, NodeState, Proc, State};
+use super::router::{self, RouterConfig};
+use super::state::{
+    DatastoreKind, InternetState, LabDir, Lock, NodeState, Proc, ReflectorState, RouterKind,
+    RouterState, State,
+};
 use super::supervisor::{self, StartSpec};
 use super::{log_tail, wait_for};
-use crate::plan::LabPlan;
+use crate::plan::{INTERNET_GATEWAY, INTERNET_HOST, LabPlan, ROUTER_AS, ROUTER_V4, ROUTER_V6};
 
 /// The infra namespace's IPv6 address with `--ipv6`.
 pub const INFRA_V6: &str = "fd00:198:18::fe";
 /// The bridge inside the bridge namespace.
 const BRIDGE: &str = "br0";
+/// The route-reflector cluster id every dedicated reflector declares (Calico's example value).
+pub const CLUSTER_ID: &str = "244.0.0.1";
+/// The test API server's port in the infra namespace (Kubernetes datastore).
+const APISERVER_PORT: u16 = 6443;
 
 /// What `up` builds.
 #[derive(Debug, Clone)]
@@ -33,8 +45,28 @@ pub struct UpOptions {
     pub pods_per_node: usize,
     /// Dual stack: IPv6 underlay addresses and an IPv6 pool too.
     pub ipv6: bool,
+    /// Dedicated route reflectors; with any, the node-to-node mesh is off.
+    pub route_reflectors: usize,
+    /// An external router peering eBGP with every node.
+    pub external_router: Option<RouterKind>,
+    /// Where Margay keeps its data.
+    pub datastore: DatastoreKind,
     /// How long each stage may take.
     pub timeout: Duration,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions {
+            nodes: 3,
+            pods_per_node: 2,
+            ipv6: false,
+            route_reflectors: 0,
+            external_router: None,
+            datastore: DatastoreKind::Etcdv3,
+            timeout: Duration::from_secs(90),
+        }
+    }
 }
 
 /// Prints one progress line to stderr.
@@ -42,9 +74,25 @@ pub fn progress(what: &str, since: Instant) {
     eprintln!("  {what:<48} {:>6.1} s", since.elapsed().as_secs_f64());
 }
 
+/// The BGP sessions each speaker reports Established once the lab is up: (per node, per
+/// reflector). Full mesh: every other node; with reflectors: every reflector (and a reflector
+/// every node and every other reflector); plus the external router; one session per family.
+pub fn expected_sessions(
+    nodes: usize,
+    reflectors: usize,
+    router: bool,
+    families: u32,
+) -> (u32, u32) {
+    let (n, r) = (nodes as u32, reflectors as u32);
+    let per_node = if r == 0 { n.saturating_sub(1) } else { r } + u32::from(router);
+    let per_reflector = (n + r).saturating_sub(1);
+    (per_node * families, per_reflector * families)
+}
+
 /// Builds the lab; on any failure says what and removes everything made so far.
 pub fn up(lab: &LabDir, o: &UpOptions) -> anyhow::Result<()> {
-    let plan = LabPlan::new(o.nodes, o.pods_per_node, o.ipv6)?;
+    let plan =
+        LabPlan::new(o.nodes, o.pods_per_node, o.ipv6)?.with_reflectors(o.route_reflectors)?;
     let bins = Bins::find()?;
     margay_harness::require_root().context("margay-lab creates network namespaces")?;
     let lock = lab.lock()?;
@@ -57,22 +105,40 @@ pub fn up(lab: &LabDir, o: &UpOptions) -> anyhow::Result<()> {
         );
     }
     let prefix = lab.netns_prefix();
+    let kube = o.datastore == DatastoreKind::Kubernetes;
     let mut st = State {
         id: lab.id(),
         ipv6: o.ipv6,
         bridge: format!("{prefix}br"),
         infra: format!("{prefix}infra"),
-        etcd_endpoint: format!("http://{}:2379", plan.infra),
+        etcd_endpoint: if kube {
+            format!("http://{}:{APISERVER_PORT}", plan.infra)
+        } else {
+            format!("http://{}:2379", plan.infra)
+        },
         etcd_data: Path::new("/dev/shm").join(format!("{prefix}etcd")),
+        datastore: o.datastore,
+        kubeconfig: kube.then(|| lab.join("kubeconfig")),
         ..Default::default()
     };
     lab.save(&lock, &st)?;
     let t0 = Instant::now();
+    let mut extras = Vec::new();
+    if o.ipv6 {
+        extras.push("dual stack".to_owned());
+    }
+    if o.route_reflectors > 0 {
+        extras.push(format!("{} route reflectors, mesh off", o.route_reflectors));
+    }
+    if let Some(r) = o.external_router {
+        extras.push(format!("external router {}", r.as_str()));
+    }
+    extras.push(format!("datastore {}", o.datastore.as_str()));
     eprintln!(
-        "margay-lab up: {} nodes, {} pods per node{} in {}",
+        "margay-lab up: {} nodes, {} pods per node ({}) in {}",
         o.nodes,
         o.pods_per_node,
-        if o.ipv6 { ", dual stack" } else { "" },
+        extras.join(", "),
         lab.path().display()
     );
     match build(lab, &lock, &mut st, &plan, &bins, o, t0) {
@@ -109,46 +175,75 @@ fn new_netns(lab: &LabDir, lock: &Lock, st: &mut State, name: &str) -> anyhow::R
     Ok(Netns::persistent(name)?)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build(
+fn net(s: String) -> anyhow::Result<IpNet> {
+    s.parse()
+        .with_context(|| format!("{s} is not an address with a prefix length"))
+}
+
+/// The underlay addresses of a namespace on the bridge: IPv4 /24 and, dual stack, IPv6 /64.
+fn underlay_addrs(
+    v4: impl std::fmt::Display,
+    v6: Option<impl std::fmt::Display>,
+) -> anyhow::Result<Vec<IpNet>> {
+    let mut out = vec![net(format!("{v4}/24"))?];
+    if let Some(v6) = v6 {
+        out.push(net(format!("{v6}/64"))?);
+    }
+    Ok(out)
+}
+
+/// The namespaces: the bridge, infra (with the internet behind it), the nodes, the
+/// reflectors and the router. Returns the nodes' namespaces.
+fn underlay(
     lab: &LabDir,
     lock: &Lock,
     st: &mut State,
     plan: &LabPlan,
-    bins: &Bins,
     o: &UpOptions,
-    t0: Instant,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Netns, Vec<Netns>)> {
     let prefix = lab.netns_prefix();
-    let net = |s: String| -> anyhow::Result<IpNet> { Ok(s.parse()?) };
-
-    // The underlay: a bridge, the infra namespace and one namespace per node.
     let (bridge_name, infra_name) = (st.bridge.clone(), st.infra.clone());
     let bridge = new_netns(lab, lock, st, &bridge_name)?;
     bridge.add_bridge(BRIDGE)?;
     let infra = new_netns(lab, lock, st, &infra_name)?;
-    let mut infra_addrs = vec![net(format!("{}/24", plan.infra))?];
-    if o.ipv6 {
-        infra_addrs.push(net(format!("{INFRA_V6}/64"))?);
-    }
-    attach(&bridge, "p0", &infra, &infra_addrs)?;
+    attach(
+        &bridge,
+        "p0",
+        &infra,
+        &underlay_addrs(plan.infra, o.ipv6.then_some(INFRA_V6))?,
+    )?;
+    // The internet: a host behind infra that routes only the underlay back, so that pods reach
+    // it through natOutgoing (their node's address) and not with their own.
+    let internet = new_netns(lab, lock, st, &format!("{prefix}internet"))?;
+    infra.connect(
+        "inet0",
+        &[net(format!("{INTERNET_GATEWAY}/24"))?],
+        &internet,
+        "eth0",
+        &[net(format!("{INTERNET_HOST}/24"))?],
+    )?;
+    internet.add_route(
+        "0.0.0.0/0".parse()?,
+        Some(IpAddr::V4(INTERNET_GATEWAY)),
+        Some("eth0"),
+    )?;
+    infra.sysctl("net.ipv4.ip_forward", "1")?;
+    st.internet = Some(InternetState {
+        netns: internet.name().to_owned(),
+        address: INTERNET_HOST.to_string(),
+    });
     let mut node_ns = Vec::new();
     for (i, n) in plan.nodes.iter().enumerate() {
         let ns = new_netns(lab, lock, st, &format!("{prefix}{}", n.name))?;
-        let mut addrs = vec![net(format!("{}/24", n.ipv4))?];
-        if let Some(v6) = n.ipv6 {
-            addrs.push(net(format!("{v6}/64"))?);
-        }
-        attach(&bridge, &format!("p{}", i + 1), &ns, &addrs)?;
-        // A default route lets proxy ARP (and NDP) on the pods' veths answer for 169.254.1.1.
-        ns.add_route(
-            "0.0.0.0/0".parse()?,
-            Some(IpAddr::V4(plan.infra)),
-            Some("eth0"),
+        attach(
+            &bridge,
+            &format!("p{}", i + 1),
+            &ns,
+            &underlay_addrs(n.ipv4, n.ipv6)?,
         )?;
-        if o.ipv6 {
-            ns.add_route("::/0".parse()?, Some(INFRA_V6.parse()?), Some("eth0"))?;
-        }
+        // A default route lets proxy ARP (and NDP) on the pods' veths answer for 169.254.1.1,
+        // and leads to the internet; at metric 1000 so that one learned over BGP wins.
+        default_route(&ns, o.ipv6)?;
         let dir = lab.join(&n.name);
         std::fs::create_dir_all(&dir)?;
         st.nodes.push(NodeState {
@@ -160,25 +255,79 @@ fn build(
         });
         node_ns.push(ns);
     }
+    for (i, r) in plan.reflectors.iter().enumerate() {
+        let ns = new_netns(lab, lock, st, &format!("{prefix}{}", r.name))?;
+        attach(
+            &bridge,
+            &format!("r{}", i + 1),
+            &ns,
+            &underlay_addrs(r.ipv4, r.ipv6)?,
+        )?;
+        default_route(&ns, o.ipv6)?;
+        std::fs::create_dir_all(lab.join(&r.name))?;
+        st.reflectors.push(ReflectorState {
+            name: r.name.clone(),
+            netns: ns.name().to_owned(),
+            ipv4: r.ipv4.to_string(),
+            ipv6: r.ipv6.map(|a| a.to_string()),
+            cluster_id: CLUSTER_ID.to_owned(),
+        });
+    }
+    if let Some(kind) = o.external_router {
+        let ns = new_netns(lab, lock, st, &format!("{prefix}tor"))?;
+        attach(
+            &bridge,
+            "tor",
+            &ns,
+            &underlay_addrs(ROUTER_V4, o.ipv6.then_some(ROUTER_V6))?,
+        )?;
+        st.router = Some(RouterState {
+            kind,
+            netns: ns.name().to_owned(),
+            ipv4: ROUTER_V4.to_string(),
+            ipv6: o.ipv6.then(|| ROUTER_V6.to_string()),
+            asn: ROUTER_AS,
+            dir: match kind {
+                // FRR runs as user frr, which must reach its directory.
+                RouterKind::Frr => std::env::temp_dir().join(format!("{prefix}tor")),
+                _ => lab.join("tor"),
+            },
+        });
+    }
     lab.save(lock, st)?;
-    progress("namespaces and underlay bridge", t0);
+    Ok((infra, node_ns))
+}
 
-    st.supervisor = Some(supervisor::launch(lab)?);
-    lab.save(lock, st)?;
-    progress("supervisor", t0);
+fn default_route(ns: &Netns, ipv6: bool) -> anyhow::Result<()> {
+    ns.exec(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.18.0.254",
+        "metric",
+        "1000",
+    ])?;
+    if ipv6 {
+        ns.exec(&[
+            "ip", "-6", "route", "add", "default", "via", INFRA_V6, "metric", "1000",
+        ])?;
+    }
+    Ok(())
+}
 
-    start_etcd(lab, lock, st, plan, &infra, o.timeout)?;
-    progress("etcd", t0);
-
+/// The objects every lab starts with: the pools (natOutgoing, as Calico's default pool), the
+/// `default` namespace, and with reflectors or a router the BGP configuration and peers.
+fn initial_objects(st: &State, o: &UpOptions) -> anyhow::Result<()> {
     let ipv6 = o.ipv6;
+    let reflectors = o.route_reflectors > 0;
+    let router = st.router.clone();
     with_ds(st, |ds| async move {
         let pools = Typed::<IPPool>::new(ds.clone());
-        pools
-            .create(&IPPool::new(
-                "default-ipv4",
-                IPPoolSpec::new("100.64.0.0/16"),
-            ))
-            .await?;
+        let mut v4 = IPPoolSpec::new("100.64.0.0/16");
+        v4.nat_outgoing = true;
+        pools.create(&IPPool::new("default-ipv4", v4)).await?;
         if ipv6 {
             pools
                 .create(&IPPool::new(
@@ -192,15 +341,145 @@ fn build(
             ..Default::default()
         };
         meta.labels = Some([(LABEL_NAMESPACE_NAME.to_owned(), "default".to_owned())].into());
-        Typed::<Namespace>::new(ds)
+        let namespaces = Typed::<Namespace>::new(ds.clone());
+        match namespaces
             .create(&Namespace {
                 metadata: meta,
                 ..Default::default()
             })
-            .await?;
+            .await
+        {
+            // An API server has `default` from the start: label it as Kubernetes does.
+            Err(margay_datastore::Error::AlreadyExists(_)) => {
+                namespaces
+                    .update_with(None, "default", 5, |n| {
+                        let labels = n.metadata.labels.get_or_insert_with(Default::default);
+                        let changed =
+                            labels.get(LABEL_NAMESPACE_NAME).map(String::as_str) != Some("default");
+                        labels.insert(LABEL_NAMESPACE_NAME.to_owned(), "default".to_owned());
+                        Ok(changed)
+                    })
+                    .await?;
+            }
+            r => {
+                r?;
+            }
+        }
+        let peers = Typed::<BGPPeer>::new(ds.clone());
+        if reflectors {
+            // As Calico documents: the mesh off, clients peer with the reflectors, the
+            // reflectors with everyone (clients and each other).
+            Typed::<BGPConfiguration>::new(ds.clone())
+                .create(&BGPConfiguration::new(
+                    margay_api::bgp::BGP_CONFIGURATION_DEFAULT,
+                    BGPConfigurationSpec {
+                        node_to_node_mesh_enabled: Some(false),
+                        ..Default::default()
+                    },
+                ))
+                .await?;
+            for (name, nodes, peers_of) in [
+                (
+                    "peer-with-route-reflectors",
+                    "!has(route-reflector)",
+                    "has(route-reflector)",
+                ),
+                (
+                    "route-reflectors-peer-with-all",
+                    "has(route-reflector)",
+                    "all()",
+                ),
+            ] {
+                peers
+                    .create(&BGPPeer::new(
+                        name,
+                        BGPPeerSpec {
+                            node_selector: Some(nodes.into()),
+                            peer_selector: Some(peers_of.into()),
+                            ..Default::default()
+                        },
+                    ))
+                    .await?;
+            }
+        }
+        if let Some(r) = router {
+            // A global peer; with dedicated reflectors, only the nodes peer with it.
+            let node_selector = reflectors.then(|| "!has(route-reflector)".to_owned());
+            for (name, ip) in std::iter::once(("tor", r.ipv4.clone()))
+                .chain(r.ipv6.clone().map(|a| ("tor-v6", a)))
+            {
+                peers
+                    .create(&BGPPeer::new(
+                        name,
+                        BGPPeerSpec {
+                            peer_ip: Some(ip),
+                            as_number: Some(r.asn),
+                            node_selector: node_selector.clone(),
+                            ..Default::default()
+                        },
+                    ))
+                    .await?;
+            }
+        }
         Ok(())
     })
-    .context("cannot write the IP pools and the default namespace")?;
+    .context("cannot write the IP pools, the default namespace and the BGP peers")
+}
+
+/// How the agents and margayctl reach the datastore: `[datastore]` of an agent's TOML.
+fn datastore_toml(st: &State) -> String {
+    match &st.kubeconfig {
+        Some(k) if st.datastore == DatastoreKind::Kubernetes => format!(
+            "[datastore]\ntype = \"kubernetes\"\nkubeconfig = \"{}\"\n",
+            k.display()
+        ),
+        _ => format!("[datastore]\netcd_endpoints = [\"{}\"]\n", st.etcd_endpoint),
+    }
+}
+
+/// The datastore settings as environment variables (reflectors, margayctl).
+pub fn datastore_env(st: &State) -> Vec<(String, String)> {
+    let mut env = vec![(
+        "DATASTORE_TYPE".to_owned(),
+        st.datastore.as_str().to_owned(),
+    )];
+    match (&st.kubeconfig, st.datastore) {
+        (Some(k), DatastoreKind::Kubernetes) => {
+            env.push(("KUBECONFIG".into(), k.display().to_string()));
+        }
+        _ => env.push(("ETCD_ENDPOINTS".into(), st.etcd_endpoint.clone())),
+    }
+    env
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    lab: &LabDir,
+    lock: &Lock,
+    st: &mut State,
+    plan: &LabPlan,
+    bins: &Bins,
+    o: &UpOptions,
+    t0: Instant,
+) -> anyhow::Result<()> {
+    let (infra, node_ns) = underlay(lab, lock, st, plan, o)?;
+    progress("namespaces and underlay bridge", t0);
+
+    st.supervisor = Some(supervisor::launch(lab)?);
+    lab.save(lock, st)?;
+    progress("supervisor", t0);
+
+    match st.datastore {
+        DatastoreKind::Etcdv3 => {
+            start_etcd(lab, lock, st, plan, &infra, o.timeout)?;
+            progress("etcd", t0);
+        }
+        DatastoreKind::Kubernetes => {
+            start_apiserver(lab, lock, st, bins, plan, &infra, o.timeout)?;
+            progress("test API server and Margay's CRDs", t0);
+        }
+    }
+    initial_objects(st, o)?;
 
     for n in st.nodes.clone() {
         let dir = lab.join(&n.name);
@@ -208,7 +487,7 @@ fn build(
         std::fs::write(
             &config,
             format!(
-                "node_name = \"{}\"\nsocket = \"{}\"\nip = \"{}/24\"\n{}[datastore]\netcd_endpoints = [\"{}\"]\n",
+                "node_name = \"{}\"\nsocket = \"{}\"\nip = \"{}/24\"\n{}{}",
                 n.name,
                 n.socket.display(),
                 n.ipv4,
@@ -216,7 +495,7 @@ fn build(
                     .as_ref()
                     .map(|a| format!("ip6 = \"{a}/64\"\n"))
                     .unwrap_or_default(),
-                st.etcd_endpoint
+                datastore_toml(st)
             ),
         )?;
         let p = supervisor::start(
@@ -232,6 +511,61 @@ fn build(
         )?;
         st.procs.insert(format!("agent-{}", n.name), p);
         lab.save(lock, st)?;
+    }
+    for r in st.reflectors.clone() {
+        let mut env = datastore_env(st);
+        env.extend([
+            ("NODENAME".to_owned(), r.name.clone()),
+            ("IP".to_owned(), format!("{}/24", r.ipv4)),
+            (
+                "ROUTE_REFLECTOR_CLUSTER_ID".to_owned(),
+                r.cluster_id.clone(),
+            ),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ]);
+        if let Some(v6) = &r.ipv6 {
+            env.push(("IP6".to_owned(), format!("{v6}/64")));
+        }
+        let log = lab.join(&r.name).join("reflector.log");
+        let p = supervisor::start(
+            lab,
+            StartSpec {
+                name: format!("reflector-{}", r.name),
+                netns: Some(r.netns.clone()),
+                program: bins.agent.clone(),
+                args: vec!["--role".into(), "route-reflector".into()],
+                env,
+                log: log.clone(),
+            },
+        )?;
+        st.procs.insert(format!("reflector-{}", r.name), p.clone());
+        lab.save(lock, st)?;
+        wait_for(
+            &format!("route reflector {} starts", r.name),
+            o.timeout,
+            || {
+                (p.alive()
+                    && std::fs::read_to_string(&log)
+                        .is_ok_and(|l| l.contains("route reflector started")))
+                .then_some(())
+            },
+            || log_tail(&log, 15),
+        )?;
+    }
+    if let Some(r) = st.router.clone() {
+        let config = RouterConfig {
+            ipv4: r.ipv4.parse()?,
+            ipv6: r.ipv6.as_deref().map(str::parse).transpose()?,
+            asn: r.asn,
+            peers: st
+                .nodes
+                .iter()
+                .flat_map(|n| std::iter::once(&n.ipv4).chain(n.ipv6.as_ref()))
+                .map(|a| Ok((a.parse()?, margay_api::bgp::DEFAULT_AS_NUMBER)))
+                .collect::<anyhow::Result<_>>()?,
+        };
+        router::start(lab, lock, st, &config, o.timeout)?;
+        progress(&format!("external router ({})", r.kind.as_str()), t0);
     }
     for n in &st.nodes {
         wait_agent_ready(lab, st, n, o.timeout)?;
@@ -252,7 +586,14 @@ fn build(
             || log_tail(&lab.join(&n.name).join("agent.log"), 15),
         )?;
     }
-    progress("BGP mesh established", t0);
+    progress(
+        if st.reflectors.is_empty() {
+            "BGP mesh established"
+        } else {
+            "BGP sessions to the reflectors established"
+        },
+        t0,
+    );
 
     let mut written = Vec::new();
     for i in 1..=o.pods_per_node {
@@ -286,47 +627,152 @@ fn build(
     }
     wait_published(st, o.timeout)?;
     progress("every node publishes its BGP sessions", t0);
+    if let Some(r) = &st.router {
+        wait_router_learns_blocks(st, r, o.timeout)?;
+        progress("the external router learns every block", t0);
+    }
+    start_internet(lab, lock, st, bins)?;
+    progress("internet host (198.19.0.1) serving", t0);
     st.ready = true;
     lab.save(lock, st)?;
     Ok(())
 }
 
-/// Waits until every node's NodeStatus (what `status` shows, written every 10 s by its agent)
-/// reports all its mesh sessions Established.
+/// The name of the internet host's server in the supervisor and the state.
+pub const INTERNET_SERVER: &str = "internet";
+/// The port the internet host serves (it answers with the address it sees).
+pub const INTERNET_PORT: u16 = 80;
+
+fn start_internet(lab: &LabDir, lock: &Lock, st: &mut State, bins: &Bins) -> anyhow::Result<()> {
+    let Some(inet) = st.internet.clone() else {
+        return Ok(());
+    };
+    let log = lab.join("internet.log");
+    let p = supervisor::start(
+        lab,
+        StartSpec {
+            name: INTERNET_SERVER.into(),
+            netns: Some(inet.netns.clone()),
+            program: bins.lab.clone(),
+            args: vec![
+                "pod-server".into(),
+                "--name".into(),
+                INTERNET_SERVER.into(),
+                "--port".into(),
+                INTERNET_PORT.to_string(),
+                "--echo-peer".into(),
+            ],
+            env: Vec::new(),
+            log: log.clone(),
+        },
+    )?;
+    st.procs.insert(INTERNET_SERVER.into(), p.clone());
+    lab.save(lock, st)?;
+    let ns = Netns::adopt(&inet.netns)?;
+    wait_for(
+        "the internet host's server listens",
+        Duration::from_secs(10),
+        || {
+            p.alive().then_some(())?;
+            ns.run(|| {
+                std::net::TcpStream::connect_timeout(
+                    &(INTERNET_HOST, INTERNET_PORT).into(),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+            })
+            .ok()?
+            .then_some(())
+        },
+        || log_tail(&log, 10),
+    )
+}
+
+/// Waits until the external router has learned every block affine to a node, each from the
+/// node that owns it.
+fn wait_router_learns_blocks(st: &State, r: &RouterState, timeout: Duration) -> anyhow::Result<()> {
+    let blocks = || -> Vec<String> {
+        with_ds(st, |ds| async move {
+            let (aff, _) = Typed::<BlockAffinity>::new(ds).list(None).await?;
+            Ok(aff
+                .into_iter()
+                .filter(|a| a.spec.state == AffinityState::Confirmed && !a.spec.deleted)
+                .map(|a| a.spec.cidr)
+                .collect())
+        })
+        .unwrap_or_default()
+    };
+    let missing = || -> Vec<String> {
+        let learned = router::learned(r).unwrap_or_default();
+        blocks()
+            .into_iter()
+            .filter(|b| {
+                b.parse::<IpNet>()
+                    .map_or(true, |n| !learned.contains_key(&n))
+            })
+            .collect()
+    };
+    wait_for(
+        &format!(
+            "the external router ({}) learns every block",
+            r.kind.as_str()
+        ),
+        timeout,
+        || missing().is_empty().then_some(()),
+        || format!("missing: {}", missing().join(", ")),
+    )
+}
+
+/// A speaker, the sessions it should have, and (established, not established) as published.
+type Published = (String, u32, Option<(u32, u32)>);
+
+/// Waits until every node's and reflector's NodeStatus (what `status` shows, written every 10 s
+/// by its agent) reports all its sessions Established ([`expected_sessions`]).
 fn wait_published(st: &State, timeout: Duration) -> anyhow::Result<()> {
-    // One session per other node and family (IPv6 sessions between the nodes' IPv6 addresses).
+    // One session per peer and family (IPv6 sessions between the IPv6 addresses).
     let families = if st.ipv6 { 2 } else { 1 };
-    let want = st.nodes.len().saturating_sub(1) as u32 * families;
-    let read = || -> Vec<(String, Option<(u32, u32)>)> {
-        let names: Vec<String> = st.nodes.iter().map(|n| n.name.clone()).collect();
+    let (per_node, per_rr) = expected_sessions(
+        st.nodes.len(),
+        st.reflectors.len(),
+        st.router.is_some(),
+        families,
+    );
+    let want: Vec<(String, u32)> = st
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), per_node))
+        .chain(st.reflectors.iter().map(|r| (r.name.clone(), per_rr)))
+        .collect();
+    let read = || -> Vec<Published> {
+        let want = want.clone();
         with_ds(st, |ds| async move {
             let (all, _) = Typed::<margay_api::NodeStatus>::new(ds).list(None).await?;
-            Ok(names
+            Ok(want
                 .into_iter()
-                .map(|n| {
+                .map(|(n, w)| {
                     let counts = all
                         .iter()
                         .find(|s| s.metadata.name.as_deref() == Some(n.as_str()))
                         .and_then(|s| s.status.as_ref()?.bgp.as_ref())
                         .map(|b| (b.number_established, b.number_not_established));
-                    (n, counts)
+                    (n, w, counts)
                 })
                 .collect())
         })
         .unwrap_or_default()
     };
     wait_for(
-        &format!("every node's NodeStatus shows {want} established BGP sessions"),
+        "every node's NodeStatus shows all its BGP sessions established",
         timeout,
         || {
             let r = read();
-            (!r.is_empty() && r.iter().all(|(_, c)| *c == Some((want, 0)))).then_some(())
+            (!r.is_empty() && r.iter().all(|(_, w, c)| *c == Some((*w, 0)))).then_some(())
         },
         || {
             read()
                 .iter()
-                .map(|(n, c)| match c {
-                    Some((up, down)) => format!("{n}: {up} established, {down} not"),
+                .map(|(n, w, c)| match c {
+                    Some((up, down)) => format!("{n}: {up} established, {down} not (want {w})"),
                     None => format!("{n}: no status"),
                 })
                 .collect::<Vec<_>>()
@@ -334,6 +780,82 @@ fn wait_published(st: &State, timeout: Duration) -> anyhow::Result<()> {
         },
     )
 }
+
+/// Starts the test Kubernetes API server in the infra namespace, writes its kubeconfig into the
+/// lab directory and creates Margay's CRDs in it.
+fn start_apiserver(
+    lab: &LabDir,
+    lock: &Lock,
+    st: &mut State,
+    bins: &Bins,
+    plan: &LabPlan,
+    infra: &Netns,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let kubeconfig = st
+        .kubeconfig
+        .clone()
+        .context("a Kubernetes-mode lab has a kubeconfig")?;
+    if !bins.apiserver.is_file() {
+        anyhow::bail!(
+            "--datastore kubernetes needs {}: build it with `cargo build -p margay-integration --bins`",
+            bins.apiserver.display()
+        );
+    }
+    let listen = SocketAddr::new(IpAddr::V4(plan.infra), APISERVER_PORT);
+    let log = lab.join("apiserver.log");
+    let p = supervisor::start(
+        lab,
+        StartSpec {
+            name: "apiserver".into(),
+            netns: Some(st.infra.clone()),
+            program: bins.apiserver.clone(),
+            args: vec![
+                "--listen".into(),
+                listen.to_string(),
+                "--kubeconfig".into(),
+                kubeconfig.display().to_string(),
+            ],
+            env: vec![("RUST_LOG".into(), "info".into())],
+            log: log.clone(),
+        },
+    )?;
+    st.procs.insert("apiserver".into(), p.clone());
+    lab.save(lock, st)?;
+    wait_for(
+        "the test API server writes its kubeconfig and accepts connections",
+        timeout,
+        || {
+            (p.alive() && kubeconfig.exists()).then_some(())?;
+            infra
+                .run(move || {
+                    std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(300))
+                        .is_ok()
+                })
+                .ok()?
+                .then_some(())
+        },
+        || log_tail(&log, 15),
+    )?;
+    let crds =
+        crate::rbac::documents(CRDS).map_err(|e| anyhow::anyhow!("manifests/crds.yaml: {e}"))?;
+    with_ds(st, |ds| async move {
+        for crd in crds {
+            let name = crd["metadata"]["name"]
+                .as_str()
+                .context("a CRD without metadata.name in manifests/crds.yaml")?
+                .to_owned();
+            let key = margay_datastore::Key::cluster("customresourcedefinitions", &name)?;
+            ds.create(&key, serde_json::to_vec(&crd)?)
+                .await
+                .with_context(|| format!("cannot create CRD {name}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// Margay's CRDs, as `make crds` generates them.
+const CRDS: &str = include_str!("../../../manifests/crds.yaml");
 
 fn start_etcd(
     lab: &LabDir,
@@ -452,6 +974,68 @@ pub fn http_ok(addr: &str, path: &str) -> bool {
     check().unwrap_or(false)
 }
 
+/// `margay-lab node delete NODE`: the node's machine goes away — its agent and pods stop
+/// (no CNI DEL: nothing runs there any more) and its namespace is deleted — then, as
+/// `calicoctl delete node` (and the controller on a deleted Kubernetes Node), its Node and
+/// WorkloadEndpoints are deleted and its addresses and blocks released. The other nodes drop
+/// their sessions with it and the routes to its blocks.
+pub fn delete_node(
+    lab: &LabDir,
+    lock: &Lock,
+    st: &mut State,
+    name: &str,
+) -> anyhow::Result<margay_agent::controllers::nodes::Cleanup> {
+    let node = st.node(name).cloned().ok_or_else(|| {
+        let names: Vec<&str> = st.nodes.iter().map(|n| n.name.as_str()).collect();
+        anyhow::anyhow!(
+            "{name:?} is not a node of the lab; nodes: {}",
+            names.join(", ")
+        )
+    })?;
+    let agent = format!("agent-{name}");
+    let pods: Vec<_> = st
+        .pods
+        .values()
+        .filter(|p| p.node == name)
+        .cloned()
+        .collect();
+    let mut names: Vec<String> = pods.iter().map(pods::server_name).collect();
+    names.push(agent);
+    for proc_name in names {
+        if supervisor::stop(lab, &proc_name).is_err()
+            && let Some(p) = st.procs.get(&proc_name)
+        {
+            p.stop(supervisor::STOP_GRACE);
+        }
+        st.procs.remove(&proc_name);
+    }
+    for p in &pods {
+        if delete_netns(&p.netns) {
+            st.namespaces.retain(|x| *x != p.netns);
+        }
+        st.pods.remove(&p.id());
+    }
+    lab.save(lock, st)?;
+    let kube = st.datastore == DatastoreKind::Kubernetes;
+    let node_name = name.to_owned();
+    let cleanup = with_ds(st, |ds| async move {
+        if kube {
+            for p in &pods {
+                super::objects::delete_pod_object(&ds, p).await?;
+            }
+        }
+        let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
+        margay_agent::controllers::nodes::clean_up(&ds, &ipam, &node_name).await
+    })
+    .with_context(|| format!("cannot release {name}'s Node, endpoints and addresses"))?;
+    if delete_netns(&node.netns) {
+        st.namespaces.retain(|x| *x != node.netns);
+    }
+    st.nodes.retain(|n| n.name != name);
+    lab.save(lock, st)?;
+    Ok(cleanup)
+}
+
 /// `margay-lab down`: removes everything the lab made. Works after a crash of the supervisor
 /// or a half-finished `up`, and when there is no lab (then it only sweeps leftovers).
 pub fn down(lab: &LabDir) -> anyhow::Result<()> {
@@ -541,6 +1125,13 @@ fn teardown(lab: &LabDir, lock: &Lock, st: &State) -> Vec<String> {
         && let Err(e) = std::fs::remove_dir_all(&etcd_data)
     {
         left.push(format!("{} ({e})", etcd_data.display()));
+    }
+    if let Some(r) = &st.router
+        && !r.dir.starts_with(lab.path())
+        && r.dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&r.dir)
+    {
+        left.push(format!("{} ({e})", r.dir.display()));
     }
     let _ = std::fs::remove_file(lab.supervisor_socket());
     for n in &st.nodes {

@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use margay_integration::lab::state::{LabDir, State};
+use margay_integration::lab::state::{LabDir, Proc, State};
 use serde_json::Value;
 
 /// `margay-lab`, checked to have Margay's other binaries beside it (it runs them from there).
@@ -128,4 +129,36 @@ pub fn lab_namespaces(prefix: &str) -> Vec<String> {
         .into_iter()
         .filter(|n| n.starts_with(prefix))
         .collect()
+}
+
+/// Every process the lab recorded (supervisor included).
+pub fn processes(st: &State) -> Vec<(String, Proc)> {
+    let mut all: Vec<(String, Proc)> = st
+        .procs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    all.extend(st.supervisor.clone().map(|p| ("supervisor".to_owned(), p)));
+    all
+}
+
+/// After `down`: no namespace of the lab, no process it started, no state, no etcd data.
+pub fn assert_nothing_left(lab: &Lab, before: &State) {
+    let left = lab_namespaces(&lab.prefix());
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    for (name, p) in processes(before) {
+        assert!(!p.alive(), "{name} (pid {}) still runs", p.pid);
+    }
+    assert!(!lab.dir.path().join("state.json").exists());
+    assert!(!before.etcd_data.exists(), "{}", before.etcd_data.display());
+    assert!(!lab.dir.path().join("supervisor.sock").exists());
+}
+
+/// Polls `f` every 250 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
