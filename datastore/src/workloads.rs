@@ -160,6 +160,12 @@ impl Workloads {
             },
             Workloads::Pods { kube, .. } => {
                 let pod = &wep.spec.pod;
+                if pod.is_empty() {
+                    return Err(Error::BadRequest(format!(
+                        "{namespace}/{name}: the runtime named no pod (K8S_POD_NAME in CNI_ARGS); \
+                         in Kubernetes mode endpoints are derived from Pods"
+                    )));
+                }
                 let derived = host_interface_name(&pod_endpoint_id(&namespace, pod));
                 if wep.spec.interface_name != derived {
                     return Err(Error::BadRequest(format!(

@@ -6,7 +6,10 @@
 //!   change reaches its WorkloadEndpoint in etcd; a NetworkPolicy created in the API appears in
 //!   etcd (and goes when deleted); a leak is released only after its grace period;
 //! - Kubernetes mode (the real binary): deleting the core Node deletes the Margay Node and
-//!   releases its blocks.
+//!   releases its blocks;
+//! - Kubernetes mode (no WorkloadEndpoints stored): the leak check takes the live handles from
+//!   the Pods' `margay.dev/ipamHandleID` annotations, so a running pod keeps its address while
+//!   an orphan is released.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -478,6 +481,94 @@ fn a_leak_is_released_only_after_its_grace_period() {
     });
 }
 
+/// Creates Margay's CRDs (from `manifests/crds.yaml`) in the API server behind `api`.
+async fn install_crds(api: &Arc<dyn Datastore>) {
+    let crds = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/crds.yaml"
+    ))
+    .unwrap();
+    for doc in crds
+        .split("\n---\n")
+        .filter(|d| d.contains("kind: CustomResourceDefinition"))
+    {
+        let crd: margay_api::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+            serde_saphyr::from_str(doc).expect("a CRD");
+        Typed::new(Arc::clone(api))
+            .create(&crd)
+            .await
+            .expect("create CRD");
+    }
+}
+
+#[test]
+fn kubernetes_mode_leak_check_keeps_the_addresses_of_pods() {
+    let infra = infra();
+    infra.run(async move {
+        let (_server, kube) = api_server(SocketAddr::new(INFRA, 0)).await;
+        let api: Arc<dyn Datastore> = Arc::new(kube.clone());
+        install_crds(&api).await;
+        pool(&api).await;
+        register(&api, "node-1").await;
+        let ipam = Ipam::new(Arc::clone(&api));
+        let node = ipam.node("node-1", BTreeMap::new());
+        let live = node
+            .auto_assign("k8s-pod-network.web", &BTreeMap::new(), 1, 0)
+            .await
+            .unwrap();
+        node.auto_assign("k8s-pod-network.orphan", &BTreeMap::new(), 1, 0)
+            .await
+            .unwrap();
+        // The running pod: what the agent writes on CNI ADD in Kubernetes mode.
+        let nets: Vec<ipnet::IpNet> = live.ips().into_iter().map(ipnet::IpNet::from).collect();
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "web"}]}
+        }))
+        .unwrap();
+        pod.metadata.annotations = Some(margay_api::pod::annotations_for(
+            &nets,
+            "web",
+            "k8s-pod-network.web",
+        ));
+        Typed::<Pod>::new(Arc::clone(&api))
+            .create(&pod)
+            .await
+            .expect("create Pod");
+        let _tasks = controllers::start(
+            Arc::clone(&api),
+            kube,
+            DatastoreType::Kubernetes,
+            timers(),
+            Readiness::default(),
+        );
+        eventually("the orphan is released after the grace period", || {
+            let ipam = ipam.clone();
+            async move {
+                ipam.addresses_of("k8s-pod-network.orphan")
+                    .await
+                    .ok()
+                    .filter(|a| a.is_empty())
+            }
+        })
+        .await;
+        assert_eq!(
+            ipam.addresses_of("k8s-pod-network.web").await.unwrap(),
+            live.ips(),
+            "the pod's address outlives the grace period: its handle is live"
+        );
+        assert!(
+            Typed::<WorkloadEndpoint>::new(Arc::clone(&api))
+                .list(None)
+                .await
+                .unwrap()
+                .0
+                .is_empty(),
+            "no WorkloadEndpoint is stored in Kubernetes mode"
+        );
+    });
+}
+
 /// The core Kubernetes Nodes (not a datastore kind: `nodes` there is Margay's Node).
 fn core_nodes(url: &str) -> kube::Api<KubeNode> {
     let config = kube::Config::new(url.parse().expect("a URL"));
@@ -535,11 +626,6 @@ fn kubernetes_mode_releases_the_blocks_of_a_deleted_core_node() {
         .timeout(Duration::from_secs(20))
         .spawn()
         .expect("the API server starts in the infra namespace");
-    let crds = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../manifests/crds.yaml"
-    ))
-    .unwrap();
     let url = format!("http://{INFRA}:6443");
     let connect = {
         let url = url.clone();
@@ -563,11 +649,7 @@ fn kubernetes_mode_releases_the_blocks_of_a_deleted_core_node() {
     infra.run(async move {
         let url = u;
         let api = c().await;
-        for doc in crds.split("\n---\n").filter(|d| d.contains("kind: CustomResourceDefinition")) {
-            let crd: margay_api::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
-                serde_saphyr::from_str(doc).expect("a CRD");
-            Typed::new(Arc::clone(&api)).create(&crd).await.expect("create CRD");
-        }
+        install_crds(&api).await;
         pool(&api).await;
         let ipam = Ipam::new(Arc::clone(&api));
         for n in ["node-1", "node-2"] {
@@ -582,7 +664,9 @@ fn kubernetes_mode_releases_the_blocks_of_a_deleted_core_node() {
                 .await
                 .unwrap();
             // Its pod is gone; the address stays until the node goes.
-            ipam.release_handle(&format!("k8s-pod-network.{n}")).await.unwrap();
+            ipam.release_handle(&format!("k8s-pod-network.{n}"))
+                .await
+                .unwrap();
         }
         assert_eq!(blocks_of(&api, "node-1").await, (1, 1));
     });
