@@ -392,6 +392,27 @@ fn three_nodes_in_kubernetes_mode() {
         "jsonpath={.metadata.annotations.margay\\.dev/podIPs}",
     ]);
     assert_eq!(annotated.trim(), format!("{web_ip}/32"));
+    // margayctl sees the endpoints the agents derive.
+    let out = c
+        .infra
+        .command(workspace_bin("margayctl", "margay-ctl"))
+        .env("DATASTORE_TYPE", "kubernetes")
+        .env("KUBECONFIG", c.kubeconfig())
+        .args(["get", "workloadendpoints", "-A", "-o", "wide"])
+        .output()
+        .expect("margayctl runs");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for ip in [&web_ip, &cli_ip, &db_ip] {
+        assert!(
+            table.contains(ip.as_str()),
+            "margayctl shows {ip}:\n{table}"
+        );
+    }
     for node in ["node-1", "node-2", "node-3"] {
         wait_for(
             &format!("{node}'s core Node says NetworkUnavailable=False"),
