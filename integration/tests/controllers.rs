@@ -17,6 +17,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::annotated_pod;
+
 use margay_agent::config::DatastoreType;
 use margay_agent::controllers::{self, Timers};
 use margay_agent::health::Readiness;
@@ -177,6 +181,23 @@ async fn pod_endpoint(ds: &Arc<dyn Datastore>, ipam: &Ipam, node: &str, ns: &str
         .create(&w)
         .await
         .expect("create WorkloadEndpoint");
+}
+
+/// Waits until `handle` holds no address (the leak check released it).
+async fn released(ipam: &Ipam, handle: &str) {
+    eventually(
+        &format!("{handle} is released after the grace period"),
+        || {
+            let ipam = ipam.clone();
+            async move {
+                ipam.addresses_of(handle)
+                    .await
+                    .ok()
+                    .filter(|a| a.is_empty())
+            }
+        },
+    )
+    .await;
 }
 
 async fn pool(ds: &Arc<dyn Datastore>) {
@@ -464,16 +485,7 @@ fn a_leak_is_released_only_after_its_grace_period() {
             1,
             "not released within the grace period"
         );
-        eventually("the leak is released after the grace period", || {
-            let ipam = ipam.clone();
-            async move {
-                ipam.addresses_of("k8s-pod-network.orphan")
-                    .await
-                    .ok()
-                    .filter(|a| a.is_empty())
-            }
-        })
-        .await;
+        released(&ipam, "k8s-pod-network.orphan").await;
         assert!(
             allocated.elapsed() >= timers().leak_grace_period,
             "released after the grace period"
@@ -520,17 +532,7 @@ fn kubernetes_mode_leak_check_keeps_the_addresses_of_pods() {
             .await
             .unwrap();
         // The running pod: what the agent writes on CNI ADD in Kubernetes mode.
-        let nets: Vec<ipnet::IpNet> = live.ips().into_iter().map(ipnet::IpNet::from).collect();
-        let mut pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "web"}]}
-        }))
-        .unwrap();
-        pod.metadata.annotations = Some(margay_api::pod::annotations_for(
-            &nets,
-            "web",
-            "k8s-pod-network.web",
-        ));
+        let pod = annotated_pod("web", "node-1", &live.ips(), "k8s-pod-network.web");
         Typed::<Pod>::new(Arc::clone(&api))
             .create(&pod)
             .await
@@ -542,16 +544,7 @@ fn kubernetes_mode_leak_check_keeps_the_addresses_of_pods() {
             timers(),
             Readiness::default(),
         );
-        eventually("the orphan is released after the grace period", || {
-            let ipam = ipam.clone();
-            async move {
-                ipam.addresses_of("k8s-pod-network.orphan")
-                    .await
-                    .ok()
-                    .filter(|a| a.is_empty())
-            }
-        })
-        .await;
+        released(&ipam, "k8s-pod-network.orphan").await;
         assert_eq!(
             ipam.addresses_of("k8s-pod-network.web").await.unwrap(),
             live.ips(),

@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::repo_root;
+use common::{annotated_pod, repo_root};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -32,7 +32,6 @@ use margay_agent::health::Readiness;
 use margay_api::k8s_openapi::api::core::v1::Node as KubeNode;
 use margay_api::k8s_openapi::api::core::v1::Pod;
 use margay_api::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use margay_api::pod::annotations_for;
 use margay_api::{BlockAffinity, IPAMBlock, IPPool, IPPoolSpec, MargayNode, NodeSpec};
 use margay_datastore::audit::Recorder;
 use margay_datastore::kubernetes::api_resource;
@@ -312,15 +311,8 @@ async fn every_call_the_controller_makes_is_in_its_table() {
         .await
         .unwrap();
     // Kubernetes mode stores no WorkloadEndpoint: the pod's annotations make its endpoint.
-    let nets: Vec<ipnet::IpNet> = got.ips().into_iter().map(ipnet::IpNet::from).collect();
-    let mut pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "web"}]}
-    }))
-    .unwrap();
-    pod.metadata.annotations = Some(annotations_for(&nets, "web", handle));
     Typed::<Pod>::new(Arc::clone(&api))
-        .create(&pod)
+        .create(&annotated_pod("web", "node-1", &got.ips(), handle))
         .await
         .unwrap();
     ipam.node("node-2", BTreeMap::new())
