@@ -4,10 +4,16 @@
 //! Every call goes through the [`Datastore`](margay_datastore::Datastore) trait (the Kubernetes
 //! backend maps a datastore kind to a resource with
 //! [`api_resource`](margay_datastore::kubernetes::api_resource)), except the controller's watch of
-//! core Nodes (kube-runtime's watcher: list and watch). Each trait operation is one verb:
+//! core Nodes (kube-runtime's watcher: list and watch), the agent's patch of its core Node's
+//! status (`NetworkUnavailable`, [`crate::kubenode`]) and the merge patch of a Pod's annotations
+//! ([`margay_datastore::Workloads`] in Kubernetes mode). Each trait operation is one verb:
 //! `get`, `list`, `create`, `update` (and `update` of `KIND/status` for a kind with a status
 //! subresource), `delete`; a watch (`margay_datastore::watch`, `Typed::watch`) is `list` then
 //! `watch`; `Typed::update_with` is `get` then `update`.
+//!
+//! In Kubernetes mode no WorkloadEndpoint is stored: the node watches every Pod (endpoints are
+//! derived from them, [`margay_datastore::Workloads`]) and patches the annotations of its own
+//! pods on CNI ADD/DEL; the controller lists Pods for the leak check.
 //!
 //! The kinds come from the code: `integration/tests/rbac.rs` scans each role's source files
 //! for the datastore kinds they use (`Typed::<T>`, `follow::<T>`, `mirror::<T>`, literal kind
@@ -41,6 +47,8 @@ pub enum Verb {
     Update,
     /// Delete an object.
     Delete,
+    /// Patch an object (merge or strategic merge patch).
+    Patch,
 }
 
 impl Verb {
@@ -53,6 +61,7 @@ impl Verb {
             Verb::Create => "create",
             Verb::Update => "update",
             Verb::Delete => "delete",
+            Verb::Patch => "patch",
         }
     }
 }
@@ -67,11 +76,12 @@ pub struct Need {
     pub verbs: Vec<Verb>,
     /// Only in this namespace (a Role there rather than a ClusterRole).
     pub namespace: Option<&'static str>,
-    /// Also `update` of the status subresource.
-    pub status: bool,
+    /// Also this verb on the status subresource (`update` for a replace, `patch`).
+    pub status: Option<Verb>,
 }
 
-/// The core Kubernetes Node, read by the controller with kube-runtime (not a datastore kind).
+/// The core Kubernetes Node, read by the controller with kube-runtime and patched (status) by
+/// the node agent (not a datastore kind).
 pub const KUBE_NODES: &str = "kube:nodes";
 
 use Verb::*;
@@ -85,7 +95,7 @@ fn need<T: Object>(verbs: &[Verb]) -> Need {
         kind: kind_of::<T>(),
         verbs: verbs.to_vec(),
         namespace: None,
-        status: false,
+        status: None,
     }
 }
 
@@ -97,14 +107,21 @@ pub fn needs(role: Role, mode: DatastoreType) -> Vec<Need> {
         ..need::<Secret>(&[Get])
     };
     let node_status = Need {
-        status: true,
+        status: Some(Update),
         ..need::<NodeStatus>(&[Get, Create, Update])
     };
     let kube_nodes = Need {
         kind: KUBE_NODES.into(),
         verbs: FOLLOW.to_vec(),
         namespace: None,
-        status: false,
+        status: None,
+    };
+    // NetworkUnavailable=False on the node's own core Node.
+    let kube_node_status = Need {
+        kind: KUBE_NODES.into(),
+        verbs: Vec::new(),
+        namespace: None,
+        status: Some(Patch),
     };
     match (role, mode) {
         (Role::Node, DatastoreType::Kubernetes) => vec![
@@ -118,7 +135,9 @@ pub fn needs(role: Role, mode: DatastoreType) -> Vec<Need> {
             need::<IPAMBlock>(&[Get, List, Create, Update, Delete]),
             need::<BlockAffinity>(ALL),
             need::<IPAMHandle>(&[Get, List, Create, Update, Delete]),
-            need::<WorkloadEndpoint>(ALL),
+            // Every pod (endpoints, policy selectors, named ports); its own pods' annotations.
+            need::<Pod>(&[Get, List, Watch, Patch]),
+            kube_node_status,
             need::<Namespace>(FOLLOW),
             need::<NetworkPolicy>(FOLLOW),
             secrets,
@@ -133,7 +152,8 @@ pub fn needs(role: Role, mode: DatastoreType) -> Vec<Need> {
         (Role::Controllers, DatastoreType::Kubernetes) => vec![
             kube_nodes,
             need::<MargayNode>(&[List, Watch, Delete]),
-            need::<WorkloadEndpoint>(&[List, Delete]),
+            // The live IPAM handles: endpoints derived from Pods.
+            need::<Pod>(&[List]),
             need::<IPPool>(&[List]),
             need::<IPAMConfig>(&[Get]),
             need::<IPAMBlock>(&[Get, List, Update, Delete]),
@@ -181,7 +201,14 @@ mod tests {
     fn kinds_are_the_types_plurals() {
         let n = needs(Role::Node, DatastoreType::Kubernetes);
         assert!(n.iter().any(|n| n.kind == "ipamblocks"));
-        assert!(n.iter().any(|n| n.kind == "nodestatuses" && n.status));
+        assert!(
+            n.iter()
+                .any(|n| n.kind == "nodestatuses" && n.status == Some(Update))
+        );
+        assert!(
+            n.iter().all(|n| n.kind != "workloadendpoints"),
+            "Kubernetes mode stores no WorkloadEndpoints"
+        );
         assert!(
             needs(Role::Node, DatastoreType::EtcdV3).is_empty(),
             "etcd mode: the node reads nothing from Kubernetes"

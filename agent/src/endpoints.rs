@@ -2,8 +2,10 @@
 //! kernel, WorkloadEndpoints in the datastore.
 //!
 //! `allocate` takes addresses under the attachment's handle and remembers the attachment as
-//! pending; `endpoint_up` records the WorkloadEndpoint and answers only once the pod's routes are
+//! pending; `endpoint_up` records the endpoint and answers only once the pod's routes are
 //! in the kernel (so a pod is reachable when CNI ADD returns); `endpoint_down` removes both;
+//! how an endpoint is recorded depends on the datastore ([`Workloads`]): a stored
+//! WorkloadEndpoint in etcd, annotations on the Pod in Kubernetes mode;
 //! `release` frees exactly the handle's addresses. Every operation is idempotent, as CNI DEL must
 //! be.
 
@@ -13,7 +15,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use margay_api::{WorkloadEndpoint, WorkloadEndpointSpec};
-use margay_datastore::{Datastore, Typed};
+use margay_datastore::{EndpointId, Workloads};
 use margay_ipam::{AssignArgs, IpamError, NodeAllocator, PodRequest};
 use tokio::sync::Mutex;
 use tracing::{info, instrument};
@@ -33,16 +35,20 @@ use crate::policy::AppliedIndex;
 struct Endpoint {
     namespace: String,
     wep_name: String,
+    pod: String,
+    container_id: Option<String>,
     host_ifname: Option<String>,
     addresses: Vec<IpNet>,
 }
 
 impl Endpoint {
-    /// The endpoint a stored WorkloadEndpoint describes.
+    /// The endpoint a WorkloadEndpoint describes.
     fn of(w: &WorkloadEndpoint) -> Self {
         Endpoint {
             namespace: w.metadata.namespace.clone().unwrap_or_default(),
             wep_name: w.metadata.name.clone().unwrap_or_default(),
+            pod: w.spec.pod.clone(),
+            container_id: w.spec.container_id.clone(),
             host_ifname: Some(w.spec.interface_name.clone()),
             addresses: w
                 .spec
@@ -50,6 +56,15 @@ impl Endpoint {
                 .iter()
                 .filter_map(|s| s.parse().ok())
                 .collect(),
+        }
+    }
+
+    fn id(&self) -> EndpointId {
+        EndpointId {
+            namespace: self.namespace.clone(),
+            name: self.wep_name.clone(),
+            pod: self.pod.clone(),
+            container_id: self.container_id.clone(),
         }
     }
 }
@@ -63,12 +78,12 @@ struct Exports {
     announced: Mutex<std::collections::BTreeSet<IpNet>>,
 }
 
-/// The local API over IPAM, the route and sysctl drivers and the datastore.
+/// The local API over IPAM, the route and sysctl drivers and the endpoints' source.
 pub struct LocalAgent {
     node: String,
     exports: Option<Exports>,
     ipam: NodeAllocator,
-    weps: Typed<WorkloadEndpoint>,
+    workloads: Workloads,
     routes: Arc<Mutex<RouteDriver>>,
     sysctls: Arc<Mutex<SysctlDriver>>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
@@ -152,11 +167,11 @@ fn host_net(ip: IpAddr) -> IpNet {
 }
 
 impl LocalAgent {
-    /// The handler of node `node`.
+    /// The handler of node `node`; endpoints are recorded in `workloads`.
     pub fn new(
         node: &str,
         ipam: NodeAllocator,
-        ds: Arc<dyn Datastore>,
+        workloads: Workloads,
         routes: Arc<Mutex<RouteDriver>>,
         sysctls: Arc<Mutex<SysctlDriver>>,
         readiness: Readiness,
@@ -165,7 +180,7 @@ impl LocalAgent {
             node: node.to_owned(),
             exports: None,
             ipam,
-            weps: Typed::new(ds),
+            workloads,
             routes,
             sysctls,
             endpoints: Mutex::new(HashMap::new()),
@@ -229,7 +244,8 @@ impl LocalAgent {
         *announced = want;
     }
 
-    fn identity(&self, a: &Attachment) -> (String, String) {
+    /// The namespace, WorkloadEndpoint name and pod name of an attachment.
+    fn identity(&self, a: &Attachment) -> (String, String, String) {
         let namespace = if a.namespace.is_empty() {
             "default".to_owned()
         } else {
@@ -248,6 +264,7 @@ impl LocalAgent {
         (
             namespace,
             WorkloadEndpoint::name_for(&self.node, workload, ifname),
+            workload.clone(),
         )
     }
 
@@ -357,12 +374,14 @@ impl Handler for LocalAgent {
         } else {
             held.into_iter().map(host_net).collect()
         };
-        let (namespace, wep_name) = self.identity(&a);
+        let (namespace, wep_name, pod) = self.identity(&a);
         self.endpoints.lock().await.insert(
             a.handle_id.clone(),
             Endpoint {
                 namespace,
                 wep_name,
+                pod,
+                container_id: Some(a.container_id.clone()),
                 host_ifname: None,
                 addresses: addresses.clone(),
             },
@@ -409,15 +428,11 @@ impl Handler for LocalAgent {
             }
         }
         self.program(&addresses, Some(&req.host_ifname)).await?;
-        let (namespace, wep_name) = self.identity(&a);
+        let (namespace, wep_name, pod) = self.identity(&a);
         let spec = WorkloadEndpointSpec {
             orchestrator: "k8s".into(),
             node: self.node.clone(),
-            pod: if a.pod.is_empty() {
-                a.container_id.clone()
-            } else {
-                a.pod.clone()
-            },
+            pod: pod.clone(),
             container_id: Some(a.container_id.clone()),
             endpoint: if a.ifname.is_empty() {
                 "eth0".into()
@@ -432,35 +447,22 @@ impl Handler for LocalAgent {
             service_account_name: None,
             ports: Vec::new(),
         };
-        let mut wep = WorkloadEndpoint::new(&wep_name, spec.clone());
+        let mut wep = WorkloadEndpoint::new(&wep_name, spec);
         wep.metadata.namespace = Some(namespace.clone());
         wep.metadata.labels = Some(own_labels(&namespace).into_iter().collect());
-        match self.weps.create(&wep).await {
-            Ok(_) => {}
-            Err(margay_datastore::Error::AlreadyExists(_)) => {
-                self.weps
-                    .update_with(Some(&namespace), &wep_name, 10, |w| {
-                        // The pod's labels and named ports are written by others (the
-                        // controller that watches pods): keep them.
-                        let mut want = spec.clone();
-                        want.ports = w.spec.ports.clone();
-                        let mut labels = w.metadata.labels.clone().unwrap_or_default();
-                        labels.extend(own_labels(&namespace));
-                        let changed = w.spec != want || w.metadata.labels.as_ref() != Some(&labels);
-                        w.spec = want;
-                        w.metadata.labels = Some(labels);
-                        Ok(changed)
-                    })
-                    .await
-                    .map_err(|e| datastore_error("cannot update the WorkloadEndpoint", e))?;
-            }
-            Err(e) => return Err(datastore_error("cannot record the WorkloadEndpoint", e)),
-        }
+        // The pod's labels and named ports are written by others (the controller that copies
+        // them in etcd mode; the Pod itself in Kubernetes mode): recording keeps them.
+        self.workloads
+            .record(&wep)
+            .await
+            .map_err(|e| datastore_error("cannot record the endpoint", e))?;
         self.endpoints.lock().await.insert(
             a.handle_id.clone(),
             Endpoint {
                 namespace,
                 wep_name,
+                pod,
+                container_id: Some(a.container_id.clone()),
                 host_ifname: Some(req.host_ifname.clone()),
                 addresses,
             },
@@ -475,15 +477,33 @@ impl Handler for LocalAgent {
     async fn endpoint_down(&self, req: EndpointDown) -> Result<Done, ApiError> {
         let a = attachment(req.attachment)?;
         let known = self.endpoints.lock().await.remove(&a.handle_id);
-        let (namespace, wep_name) = match &known {
-            Some(e) => (e.namespace.clone(), e.wep_name.clone()),
-            None => self.identity(&a),
+        let id = match &known {
+            Some(e) => e.id(),
+            None => {
+                let (namespace, name, pod) = self.identity(&a);
+                EndpointId {
+                    namespace,
+                    name,
+                    pod,
+                    container_id: (!a.container_id.is_empty()).then(|| a.container_id.clone()),
+                }
+            }
         };
         // After a restart the agent knows the endpoint from the datastore only.
         let (addresses, host) = match known {
             Some(e) => (e.addresses, e.host_ifname),
-            None => match self.weps.get(Some(&namespace), &wep_name).await {
-                Ok(w) => (
+            None => match self.workloads.get(&id).await {
+                // Another sandbox of the same pod owns the endpoint by now: not ours.
+                Ok(Some(w))
+                    if id.container_id.is_some()
+                        && w.spec.container_id.is_some()
+                        && w.spec.container_id != id.container_id =>
+                {
+                    return Ok(Done {
+                        detail: "the endpoint belongs to another sandbox; left alone".into(),
+                    });
+                }
+                Ok(Some(w)) => (
                     w.spec
                         .ip_networks
                         .iter()
@@ -491,8 +511,8 @@ impl Handler for LocalAgent {
                         .collect(),
                     Some(w.spec.interface_name.clone()),
                 ),
-                Err(margay_datastore::Error::NotFound(_)) => (Vec::new(), None),
-                Err(e) => return Err(datastore_error("cannot read the WorkloadEndpoint", e)),
+                Ok(None) => (Vec::new(), None),
+                Err(e) => return Err(datastore_error("cannot read the endpoint", e)),
             },
         };
         self.program(&addresses, None).await?;
@@ -500,10 +520,10 @@ impl Handler for LocalAgent {
             self.sysctls.lock().await.forget_interface(host);
         }
         self.sync_exports().await;
-        match self.weps.delete(Some(&namespace), &wep_name, None).await {
-            Ok(()) | Err(margay_datastore::Error::NotFound(_)) => {}
-            Err(e) => return Err(datastore_error("cannot delete the WorkloadEndpoint", e)),
-        }
+        self.workloads
+            .remove(&id)
+            .await
+            .map_err(|e| datastore_error("cannot remove the endpoint", e))?;
         Ok(Done {
             detail: format!("{} route(s) removed", addresses.len()),
         })
@@ -538,11 +558,11 @@ impl Handler for LocalAgent {
 
     async fn gc(&self, req: Gc) -> Result<Done, ApiError> {
         // Only this node's endpoints of this network: another node's attachments are not ours.
-        let (weps, _) = self
-            .weps
-            .list(None)
+        let weps = self
+            .workloads
+            .list()
             .await
-            .map_err(|e| datastore_error("cannot list WorkloadEndpoints", e))?;
+            .map_err(|e| datastore_error("cannot list the endpoints", e))?;
         let prefix = format!("{}.", req.network);
         let mut released = 0;
         for w in weps {

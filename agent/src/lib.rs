@@ -12,6 +12,7 @@ pub mod controllers;
 pub mod dataplane;
 pub mod endpoints;
 pub mod health;
+pub mod kubenode;
 pub mod localapi;
 pub mod mesh;
 pub mod peering;

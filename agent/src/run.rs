@@ -14,7 +14,7 @@ use futures::StreamExt;
 use ipnet::IpNet;
 use margay_api::ipam::AffinityState;
 use margay_api::{BlockAffinity, WorkloadEndpoint};
-use margay_datastore::{Backoff, Datastore, Event, Typed};
+use margay_datastore::{Backoff, Datastore, Event, Typed, Workloads};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -31,6 +31,14 @@ const BGP_CONVERGENCE: Duration = Duration::from_secs(30);
 
 /// Connects to the configured datastore.
 pub async fn connect(config: &AgentConfig) -> anyhow::Result<Arc<dyn Datastore>> {
+    Ok(connect_with_kube(config).await?.0)
+}
+
+/// Connects to the configured datastore; in Kubernetes mode also returns the API server's
+/// client (for Pods' annotations and the core Node).
+pub async fn connect_with_kube(
+    config: &AgentConfig,
+) -> anyhow::Result<(Arc<dyn Datastore>, Option<margay_datastore::Kubernetes>)> {
     let ds = &config.datastore;
     Ok(match ds.kind {
         DatastoreType::EtcdV3 => {
@@ -41,37 +49,36 @@ pub async fn connect(config: &AgentConfig) -> anyhow::Result<Arc<dyn Datastore>>
                 key_file: ds.etcd_key_file.clone(),
                 ..Default::default()
             };
-            Arc::new(
-                margay_datastore::Etcd::connect(&c)
-                    .await
-                    .context("cannot connect to etcd")?,
-            )
+            let etcd = margay_datastore::Etcd::connect(&c)
+                .await
+                .context("cannot connect to etcd")?;
+            (Arc::new(etcd), None)
         }
         DatastoreType::Kubernetes => {
             let c = margay_datastore::KubernetesConfig {
                 kubeconfig: ds.kubeconfig.clone(),
                 ..Default::default()
             };
-            Arc::new(
-                margay_datastore::Kubernetes::connect(&c)
-                    .await
-                    .context("cannot connect to the Kubernetes API")?,
-            )
+            let kube = margay_datastore::Kubernetes::connect(&c)
+                .await
+                .context("cannot connect to the Kubernetes API")?;
+            (Arc::new(kube.clone()), Some(kube))
         }
     })
 }
 
-/// The routes and sysctls of this node's existing endpoints, from the datastore.
+/// The routes and sysctls of this node's existing endpoints, from the datastore (stored, or
+/// derived from the Pods on this node).
 async fn restore_endpoints(
-    ds: &Arc<dyn Datastore>,
+    workloads: &Workloads,
     node: &str,
     routes: &mut RouteDriver,
     sysctls: &mut SysctlDriver,
 ) -> anyhow::Result<Vec<WorkloadEndpoint>> {
-    let (weps, _) = Typed::<WorkloadEndpoint>::new(Arc::clone(ds))
-        .list(None)
+    let weps = workloads
+        .list()
         .await
-        .context("cannot list WorkloadEndpoints")?;
+        .context("cannot list the workload endpoints")?;
     let weps: Vec<WorkloadEndpoint> = weps.into_iter().filter(|w| w.spec.node == node).collect();
     for w in &weps {
         let nets: Vec<IpNet> = w
@@ -239,11 +246,12 @@ pub async fn run_node(
     readiness.declare("bgp", "BGP sessions not checked yet");
     let metrics = Arc::new(Metrics::new());
 
-    let ds = connect(&config).await?;
+    let (ds, kube) = connect_with_kube(&config).await?;
+    let workloads = Workloads::for_datastore(Arc::clone(&ds), kube.clone());
     let mut routes = RouteDriver::new().context("cannot open netlink")?;
     let mut sysctls = SysctlDriver::new();
     sysctls.set(node_sysctls(true));
-    let restored = restore_endpoints(&ds, &node, &mut routes, &mut sysctls).await?;
+    let restored = restore_endpoints(&workloads, &node, &mut routes, &mut sysctls).await?;
     info!(node = %node, endpoints = restored.len(), datastore = %ds.describe(), "starting");
     let routes = Arc::new(Mutex::new(routes));
     let sysctls = Arc::new(Mutex::new(sysctls));
@@ -308,7 +316,7 @@ pub async fn run_node(
         LocalAgent::new(
             &node,
             ipam.node(&node, BTreeMap::new()),
-            Arc::clone(&ds),
+            workloads.clone(),
             Arc::clone(&routes),
             Arc::clone(&sysctls),
             readiness.clone(),
@@ -356,6 +364,7 @@ pub async fn run_node(
     let settings = crate::settings::follow(&ds, &node).await;
     let policy = crate::policy::spawn(
         Arc::clone(&ds),
+        workloads,
         node.clone(),
         readiness.clone(),
         applied,
@@ -369,9 +378,20 @@ pub async fn run_node(
         Arc::clone(&metrics),
         settings,
     ));
+    // Kubernetes mode: the core Node's NetworkUnavailable=False once its routes are up.
+    let network_up = kube.map(|k| {
+        tokio::spawn(crate::kubenode::announce_network_up(
+            k.client(),
+            node.clone(),
+            last_sync.first(),
+        ))
+    });
     shutdown.await;
     info!("stopping; kernel routes stay in place");
     let _ = stop_tx.send(true);
+    if let Some(t) = network_up {
+        t.abort();
+    }
     watcher.abort();
     policy.abort();
     resync.abort();

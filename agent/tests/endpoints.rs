@@ -30,7 +30,7 @@ fn local_agent(ds: &Arc<dyn Datastore>) -> LocalAgent {
     LocalAgent::new(
         "node-1",
         ipam.node("node-1", BTreeMap::new()),
-        Arc::clone(ds),
+        margay_datastore::Workloads::stored(Arc::clone(ds)),
         Arc::new(Mutex::new(RouteDriver::new().unwrap())),
         Arc::new(Mutex::new(SysctlDriver::new())),
         Readiness::default(),

@@ -33,14 +33,14 @@ pub fn pod_named_ports(pod: &Pod) -> Vec<EndpointPort> {
     containers
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
-            let name = p.name.clone()?;
+            let name = p.name.clone().filter(|n| !n.is_empty())?;
             let protocol = match p.protocol.as_deref().unwrap_or("TCP") {
                 "TCP" => Protocol::Tcp,
                 "UDP" => Protocol::Udp,
                 "SCTP" => Protocol::Sctp,
                 _ => return None,
             };
-            let port = u16::try_from(p.container_port).ok()?;
+            let port = u16::try_from(p.container_port).ok().filter(|p| *p > 0)?;
             Some(EndpointPort {
                 name,
                 protocol,

@@ -54,6 +54,7 @@ pub mod ippool;
 pub mod k8s;
 pub mod names;
 pub mod node;
+pub mod pod;
 pub mod resource;
 mod schema;
 pub mod selector;

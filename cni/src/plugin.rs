@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{CniError, Code};
-use crate::naming::{HOST_MAC, host_veth_name};
+use crate::naming::{HOST_MAC, attachment_veth_name};
 
 /// The default path of the agent's socket.
 pub const DEFAULT_SOCKET: &str = "/var/run/margay/agent.sock";
@@ -159,6 +159,11 @@ pub fn handle_id(network: &str, container_id: &str) -> String {
     format!("{network}.{container_id}")
 }
 
+/// The host-side veth of an attachment (see [`attachment_veth_name`]).
+fn veth_of(att: &Attachment) -> String {
+    attachment_veth_name(&att.namespace, &att.pod, &att.handle_id)
+}
+
 fn attachment(conf: &NetConf, env: &Env) -> Attachment {
     Attachment {
         handle_id: handle_id(&conf.name, &env.container_id),
@@ -253,7 +258,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
         })
         .collect::<Result<_, _>>()
         .map_err(undo)?;
-    let host_if = host_veth_name(&att.handle_id);
+    let host_if = veth_of(&att);
     // A repeated ADD: start again from a clean veth.
     let _ = crate::veth::delete(&host_if);
     let pod_mac = crate::veth::create(&netns, &host_if, &env.ifname, &addrs, conf.mtu)
@@ -289,7 +294,7 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<(), CniError> {
     }) {
         errors.push(agent_error(e));
     }
-    if let Err(e) = crate::veth::delete(&host_veth_name(&att.handle_id)) {
+    if let Err(e) = crate::veth::delete(&veth_of(&att)) {
         errors.push(CniError::new(Code::Plugin, e, None));
     }
     if let Err(e) = c.release(&att.handle_id) {

@@ -216,6 +216,9 @@ impl DatastoreFlags {
     }
 
     pub async fn store(&self) -> anyhow::Result<Store> {
-        Ok(Store::new(self.settings()?.connect().await?))
+        let (ds, kube) = self.settings()?.connect_with_kube().await?;
+        let workloads =
+            margay_datastore::Workloads::for_datastore(std::sync::Arc::clone(&ds), kube);
+        Ok(Store::new(ds).with_workloads(workloads))
     }
 }

@@ -161,6 +161,14 @@ impl DatastoreSettings {
 
     /// Connects to the datastore these settings name.
     pub async fn connect(&self) -> Result<Arc<dyn Datastore>, ConfigError> {
+        Ok(self.connect_with_kube().await?.0)
+    }
+
+    /// Connects to the datastore these settings name; with the Kubernetes datastore also returns
+    /// the API client (WorkloadEndpoints are derived from its Pods).
+    pub async fn connect_with_kube(
+        &self,
+    ) -> Result<(Arc<dyn Datastore>, Option<Kubernetes>), ConfigError> {
         match self.datastore_type.as_deref().unwrap_or("etcdv3") {
             "etcdv3" | "etcd" => {
                 let endpoints: Vec<String> = self
@@ -188,7 +196,7 @@ impl DatastoreSettings {
                         what: format!("etcdv3 {}", endpoints.join(",")),
                         source,
                     })?;
-                Ok(Arc::new(etcd))
+                Ok((Arc::new(etcd), None))
             }
             "kubernetes" => {
                 let config = KubernetesConfig {
@@ -203,7 +211,7 @@ impl DatastoreSettings {
                             what: "kubernetes".to_string(),
                             source,
                         })?;
-                Ok(Arc::new(kube))
+                Ok((Arc::new(kube.clone()), Some(kube)))
             }
             other => Err(ConfigError::DatastoreType(other.to_string())),
         }

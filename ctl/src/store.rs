@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use margay_datastore::{Datastore, Error as DsError, Typed};
+use margay_datastore::{Datastore, Error as DsError, Typed, Workloads};
 use serde_json::Value;
 
 use crate::kinds::Kind;
@@ -50,6 +50,17 @@ pub enum StoreError {
         #[source]
         source: Box<DsError>,
     },
+    /// A write of an object that is derived from others (Kubernetes mode's WorkloadEndpoints).
+    #[error(
+        "{kind} {name:?} cannot be written: with the Kubernetes datastore WorkloadEndpoints are \
+         derived from Pods; change the Pod (its labels, container ports) instead"
+    )]
+    Derived {
+        /// Its kind.
+        kind: Kind,
+        /// Its name.
+        name: String,
+    },
     /// An object that does not decode as its kind (checked before, so a bug if it happens).
     #[error("{kind} {name:?} does not match its schema")]
     Schema {
@@ -78,6 +89,8 @@ pub enum Applied {
 #[derive(Debug, Clone)]
 pub struct Store {
     ds: Arc<dyn Datastore>,
+    /// Kubernetes mode: WorkloadEndpoints are read from the Pods, never written.
+    derived: Option<Workloads>,
 }
 
 fn display_name(ns: Option<&str>, name: &str) -> String {
@@ -101,7 +114,48 @@ pub fn ns_name(obj: &Value) -> (Option<String>, String) {
 impl Store {
     /// A store over `ds`.
     pub fn new(ds: Arc<dyn Datastore>) -> Self {
-        Store { ds }
+        Store { ds, derived: None }
+    }
+
+    /// A store whose WorkloadEndpoints come from `workloads` when they are derived from Pods
+    /// (Kubernetes mode), as the agents see them.
+    pub fn with_workloads(mut self, workloads: Workloads) -> Self {
+        self.derived = workloads.is_derived().then_some(workloads);
+        self
+    }
+
+    /// The derived endpoints, when `kind` is WorkloadEndpoint in Kubernetes mode.
+    fn derived(&self, kind: Kind) -> Option<&Workloads> {
+        self.derived
+            .as_ref()
+            .filter(|_| kind == Kind::WorkloadEndpoint)
+    }
+
+    /// Fails a write of a derived kind.
+    fn writable(&self, kind: Kind, ns: Option<&str>, name: &str) -> Result<(), StoreError> {
+        match self.derived(kind) {
+            Some(_) => Err(StoreError::Derived {
+                kind,
+                name: display_name(ns, name),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The derived endpoints of namespace `ns` (all when `None`), in namespace and name order.
+    async fn derived_list(
+        &self,
+        w: &Workloads,
+        kind: Kind,
+        ns: Option<&str>,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut items = w.list().await.map_err(|e| Self::err(kind, ns, "*", e))?;
+        items.retain(|e| ns.is_none_or(|ns| e.metadata.namespace.as_deref() == Some(ns)));
+        items.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        items.iter().map(|o| Self::to_value(kind, "*", o)).collect()
     }
 
     /// The datastore underneath.
@@ -154,6 +208,9 @@ impl Store {
     /// Every object of `kind` (of namespace `ns` when given), in name order.
     pub async fn list(&self, kind: Kind, ns: Option<&str>) -> Result<Vec<Value>, StoreError> {
         let ns = if kind.namespaced() { ns } else { None };
+        if let Some(w) = self.derived(kind) {
+            return self.derived_list(w, kind, ns).await;
+        }
         with_type!(kind, T => {
             let (items, _) = Typed::<T>::new(self.datastore())
                 .list(ns)
@@ -166,6 +223,17 @@ impl Store {
     /// One object.
     pub async fn get(&self, kind: Kind, ns: Option<&str>, name: &str) -> Result<Value, StoreError> {
         let ns = if kind.namespaced() { ns } else { None };
+        if let Some(w) = self.derived(kind) {
+            return self
+                .derived_list(w, kind, ns)
+                .await?
+                .into_iter()
+                .find(|v| v.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
+                .ok_or_else(|| StoreError::NotFound {
+                    kind,
+                    name: display_name(ns, name),
+                });
+        }
         with_type!(kind, T => {
             let o = Typed::<T>::new(self.datastore())
                 .get(ns, name)
@@ -178,6 +246,7 @@ impl Store {
     /// Creates an object; fails if it exists.
     pub async fn create(&self, kind: Kind, obj: &Value) -> Result<Value, StoreError> {
         let (ns, name) = ns_name(obj);
+        self.writable(kind, ns.as_deref(), &name)?;
         let mut obj = obj.clone();
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
@@ -204,6 +273,7 @@ impl Store {
     ) -> Result<Applied, StoreError> {
         let (ns, name) = ns_name(obj);
         let ns = ns.as_deref();
+        self.writable(kind, ns, &name)?;
         let existing = match self.get(kind, ns, &name).await {
             Ok(v) => v,
             Err(StoreError::NotFound { .. }) if create_missing => {
@@ -273,6 +343,7 @@ impl Store {
         expected: Option<&str>,
     ) -> Result<(), StoreError> {
         let ns = if kind.namespaced() { ns } else { None };
+        self.writable(kind, ns, name)?;
         let expected = expected.map(|r| margay_datastore::Revision(r.to_string()));
         with_type!(kind, T => {
             Typed::<T>::new(self.datastore())

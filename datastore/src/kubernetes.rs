@@ -42,8 +42,8 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
-    Preconditions, WatchEvent, WatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams, Preconditions, WatchEvent, WatchParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
@@ -291,6 +291,22 @@ impl Kubernetes {
     /// The kube client, for what is not a datastore kind (the core Kubernetes Node).
     pub fn client(&self) -> kube::Client {
         self.client.clone()
+    }
+
+    /// Applies a JSON merge patch (RFC 7386) to one object and returns its new revision: how a
+    /// few fields (a pod's annotations) are changed without replacing what others own. A
+    /// `metadata.resourceVersion` in the patch makes it a compare-and-swap (`Conflict`).
+    pub async fn merge_patch(&self, key: &Key, patch: &Value) -> Result<Revision> {
+        let ar = api_resource(&key.kind);
+        let api = self.api(&ar, key.namespace.as_deref());
+        let obj = self
+            .timed(
+                "patch",
+                key,
+                api.patch(&key.name, &PatchParams::default(), &Patch::Merge(patch)),
+            )
+            .await?;
+        Ok(to_stored(&ar, &obj)?.revision)
     }
 
     fn api(&self, ar: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {

@@ -18,6 +18,9 @@
 //!   followed by `Synced` again.
 //! - [`audit::Recorder`] wraps a datastore and records each call's verb and kind (the RBAC test
 //!   checks a component's calls against its role with it).
+//! - [`Workloads`] is where WorkloadEndpoints come from: stored objects (etcd), or derived from
+//!   Pods (Kubernetes mode, as Calico's KDD), so that the agent, the controller and `margayctl`
+//!   do not care which.
 //! - [`Typed`] is the typed view for Kubernetes-style resources (the `margay-api` types and
 //!   k8s-openapi's), with the revision in `metadata.resourceVersion`.
 //!
@@ -60,6 +63,7 @@ pub mod memory;
 pub mod store;
 pub mod typed;
 pub mod watcher;
+pub mod workloads;
 
 pub use error::{Error, Result};
 pub use etcd::{Etcd, EtcdConfig};
@@ -69,3 +73,4 @@ pub use memory::Memory;
 pub use store::{Datastore, Listing, RawEvent, RawWatch, Stored};
 pub use typed::{Event, Object, Typed};
 pub use watcher::{Backoff, WatchEvent, watch};
+pub use workloads::{EndpointId, Workloads};

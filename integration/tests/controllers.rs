@@ -6,13 +6,20 @@
 //!   change reaches its WorkloadEndpoint in etcd; a NetworkPolicy created in the API appears in
 //!   etcd (and goes when deleted); a leak is released only after its grace period;
 //! - Kubernetes mode (the real binary): deleting the core Node deletes the Margay Node and
-//!   releases its blocks.
+//!   releases its blocks;
+//! - Kubernetes mode (no WorkloadEndpoints stored): the leak check takes the live handles from
+//!   the Pods' `margay.dev/ipamHandleID` annotations, so a running pod keeps its address while
+//!   an orphan is released.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod common;
+
+use common::annotated_pod;
 
 use margay_agent::config::DatastoreType;
 use margay_agent::controllers::{self, Timers};
@@ -174,6 +181,23 @@ async fn pod_endpoint(ds: &Arc<dyn Datastore>, ipam: &Ipam, node: &str, ns: &str
         .create(&w)
         .await
         .expect("create WorkloadEndpoint");
+}
+
+/// Waits until `handle` holds no address (the leak check released it).
+async fn released(ipam: &Ipam, handle: &str) {
+    eventually(
+        &format!("{handle} is released after the grace period"),
+        || {
+            let ipam = ipam.clone();
+            async move {
+                ipam.addresses_of(handle)
+                    .await
+                    .ok()
+                    .filter(|a| a.is_empty())
+            }
+        },
+    )
+    .await;
 }
 
 async fn pool(ds: &Arc<dyn Datastore>) {
@@ -461,19 +485,79 @@ fn a_leak_is_released_only_after_its_grace_period() {
             1,
             "not released within the grace period"
         );
-        eventually("the leak is released after the grace period", || {
-            let ipam = ipam.clone();
-            async move {
-                ipam.addresses_of("k8s-pod-network.orphan")
-                    .await
-                    .ok()
-                    .filter(|a| a.is_empty())
-            }
-        })
-        .await;
+        released(&ipam, "k8s-pod-network.orphan").await;
         assert!(
             allocated.elapsed() >= timers().leak_grace_period,
             "released after the grace period"
+        );
+    });
+}
+
+/// Creates Margay's CRDs (from `manifests/crds.yaml`) in the API server behind `api`.
+async fn install_crds(api: &Arc<dyn Datastore>) {
+    let crds = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/crds.yaml"
+    ))
+    .unwrap();
+    for doc in crds
+        .split("\n---\n")
+        .filter(|d| d.contains("kind: CustomResourceDefinition"))
+    {
+        let crd: margay_api::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+            serde_saphyr::from_str(doc).expect("a CRD");
+        Typed::new(Arc::clone(api))
+            .create(&crd)
+            .await
+            .expect("create CRD");
+    }
+}
+
+#[test]
+fn kubernetes_mode_leak_check_keeps_the_addresses_of_pods() {
+    let infra = infra();
+    infra.run(async move {
+        let (_server, kube) = api_server(SocketAddr::new(INFRA, 0)).await;
+        let api: Arc<dyn Datastore> = Arc::new(kube.clone());
+        install_crds(&api).await;
+        pool(&api).await;
+        register(&api, "node-1").await;
+        let ipam = Ipam::new(Arc::clone(&api));
+        let node = ipam.node("node-1", BTreeMap::new());
+        let live = node
+            .auto_assign("k8s-pod-network.web", &BTreeMap::new(), 1, 0)
+            .await
+            .unwrap();
+        node.auto_assign("k8s-pod-network.orphan", &BTreeMap::new(), 1, 0)
+            .await
+            .unwrap();
+        // The running pod: what the agent writes on CNI ADD in Kubernetes mode.
+        let pod = annotated_pod("web", "node-1", &live.ips(), "k8s-pod-network.web");
+        Typed::<Pod>::new(Arc::clone(&api))
+            .create(&pod)
+            .await
+            .expect("create Pod");
+        let _tasks = controllers::start(
+            Arc::clone(&api),
+            kube,
+            DatastoreType::Kubernetes,
+            timers(),
+            Readiness::default(),
+        );
+        released(&ipam, "k8s-pod-network.orphan").await;
+        assert_eq!(
+            ipam.addresses_of("k8s-pod-network.web").await.unwrap(),
+            live.ips(),
+            "the pod's address outlives the grace period: its handle is live"
+        );
+        assert!(
+            Typed::<WorkloadEndpoint>::new(Arc::clone(&api))
+                .list(None)
+                .await
+                .unwrap()
+                .0
+                .is_empty(),
+            "no WorkloadEndpoint is stored in Kubernetes mode"
         );
     });
 }
@@ -535,11 +619,6 @@ fn kubernetes_mode_releases_the_blocks_of_a_deleted_core_node() {
         .timeout(Duration::from_secs(20))
         .spawn()
         .expect("the API server starts in the infra namespace");
-    let crds = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../manifests/crds.yaml"
-    ))
-    .unwrap();
     let url = format!("http://{INFRA}:6443");
     let connect = {
         let url = url.clone();
@@ -563,11 +642,7 @@ fn kubernetes_mode_releases_the_blocks_of_a_deleted_core_node() {
     infra.run(async move {
         let url = u;
         let api = c().await;
-        for doc in crds.split("\n---\n").filter(|d| d.contains("kind: CustomResourceDefinition")) {
-            let crd: margay_api::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
-                serde_saphyr::from_str(doc).expect("a CRD");
-            Typed::new(Arc::clone(&api)).create(&crd).await.expect("create CRD");
-        }
+        install_crds(&api).await;
         pool(&api).await;
         let ipam = Ipam::new(Arc::clone(&api));
         for n in ["node-1", "node-2"] {
@@ -582,7 +657,9 @@ fn kubernetes_mode_releases_the_blocks_of_a_deleted_core_node() {
                 .await
                 .unwrap();
             // Its pod is gone; the address stays until the node goes.
-            ipam.release_handle(&format!("k8s-pod-network.{n}")).await.unwrap();
+            ipam.release_handle(&format!("k8s-pod-network.{n}"))
+                .await
+                .unwrap();
         }
         assert_eq!(blocks_of(&api, "node-1").await, (1, 1));
     });

@@ -5,15 +5,15 @@
 //! runtime runs it) through each agent; the controller (`--role controllers`) in the infra
 //! namespace.
 //!
-//! What it shows: pods declared as Pod objects reach each other across nodes over BGP-learned
-//! routes; a namespace-wide NetworkPolicy applied with kubectl takes effect; deleting a core
-//! Node (after its agent stopped) makes the controller release its endpoints and blocks; and
-//! every request the agents and a dedicated route reflector made (the API server's access log,
-//! by peer address) is one that `manifests/margay.yaml` grants their ServiceAccount.
-//!
-//! Still to come with the agent's Kubernetes-mode watchers (endpoints derived from Pods): a
-//! policy selecting pods by their Pod labels (the WorkloadEndpoints the agent writes here carry
-//! only its own `margay.dev/*` labels), and pods' IPs and named ports from the Pod objects.
+//! What it shows: no WorkloadEndpoint object is stored (the agents derive endpoints from the
+//! Pods, whose `margay.dev/podIPs` annotations the CNI ADD wrote); pods declared as Pod objects
+//! reach each other across nodes over BGP-learned routes; a NetworkPolicy applied with kubectl
+//! that selects pods by their Pod labels and allows a named container port takes effect across
+//! nodes, and a Pod label change (`kubectl label`) changes who gets through; every core Node
+//! gets `NetworkUnavailable=False` (`MargayIsUp`); deleting a core Node (after its agent
+//! stopped) makes the controller release its blocks; and every request the agents and a
+//! dedicated route reflector made (the API server's access log, by peer address) is one that
+//! `manifests/margay.yaml` grants their ServiceAccount.
 
 mod common;
 
@@ -27,6 +27,7 @@ use std::process::Stdio;
 
 use margay_agent::localapi::client::Client;
 use margay_harness::{Bridge, Daemon, Netns, Ready};
+use margay_integration::lab::probe::{Proto, probe_here};
 
 const API: &str = "198.18.0.254:6443";
 
@@ -201,12 +202,12 @@ impl KubeCluster {
         self.kubectl_ok(&["apply", "-f", f.to_str().unwrap()])
     }
 
-    /// Declares Pod `ns/name` on node `i` (0-based) with `labels`, then runs `margay-cni ADD` for
-    /// it on that node; returns its namespace and address.
-    fn pod(&self, i: usize, ns: &str, name: &str, labels: &str) -> (Netns, String) {
+    /// Declares Pod `ns/name` on node `i` (0-based) with `labels` and container `ports` (a YAML
+    /// list), then runs `margay-cni ADD` for it on that node; returns its namespace and address.
+    fn pod(&self, i: usize, ns: &str, name: &str, labels: &str, ports: &str) -> (Netns, String) {
         self.apply(&format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {labels}\n\
-             spec:\n  nodeName: node-{}\n  containers:\n  - name: c\n    image: pause\n",
+             spec:\n  nodeName: node-{}\n  containers:\n  - name: c\n    image: pause\n    ports: {ports}\n",
             i + 1
         ));
         let pod_ns = Netns::with_tag(&format!("ks-{name}")).unwrap();
@@ -294,6 +295,27 @@ fn pings(from: &Netns, ip: &str) -> bool {
     from.exec(&["ping", "-c", "1", "-W", "1", ip]).is_ok()
 }
 
+/// Whether a TCP connection from `from` to `ip:port` gets the pod server's answer.
+fn connects(from: &Netns, ip: &str, port: u16) -> bool {
+    let to = std::net::SocketAddr::new(ip.parse().unwrap(), port);
+    from.run(move || probe_here(to, Proto::Tcp, Duration::from_secs(1)))
+        .unwrap_or(false)
+}
+
+/// The core Node's `NetworkUnavailable` condition: (status, reason).
+fn network_condition(c: &KubeCluster, node: &str) -> Option<(String, String)> {
+    let (ok, text) = c.kubectl(&["get", "node", node, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&text).ok().filter(|_| ok)?;
+    let cond = v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "NetworkUnavailable")?;
+    Some((
+        cond["status"].as_str()?.to_owned(),
+        cond["reason"].as_str()?.to_owned(),
+    ))
+}
+
 #[test]
 fn three_nodes_in_kubernetes_mode() {
     let mut c = KubeCluster::start("ks", 3);
@@ -319,9 +341,31 @@ fn three_nodes_in_kubernetes_mode() {
         .timeout(Duration::from_secs(30))
         .spawn()
         .expect("margay-node --role route-reflector starts in Kubernetes mode");
-    let (web_ns, web_ip) = c.pod(0, "shop", "web", "{app: web}");
-    let (cli_ns, cli_ip) = c.pod(1, "default", "client", "{app: client}");
-    let (db_ns, db_ip) = c.pod(2, "default", "db", "{app: db}");
+    let (web_ns, web_ip) = c.pod(
+        0,
+        "shop",
+        "web",
+        "{app: web}",
+        "[{name: http, containerPort: 8080}, {name: metrics, containerPort: 9090}]",
+    );
+    let (cli_ns, cli_ip) = c.pod(1, "default", "client", "{app: client}", "[]");
+    let (db_ns, db_ip) = c.pod(2, "default", "db", "{app: db}", "[]");
+    let _web_server = Daemon::builder("pod-server", env!("CARGO_BIN_EXE_margay-lab"))
+        .args([
+            "pod-server",
+            "--name",
+            "shop/web",
+            "--port",
+            "8080",
+            "--port",
+            "9090",
+        ])
+        .netns(&web_ns)
+        .log_file(c.dir.path().join("web-server.log"))
+        .ready(Ready::TcpListen(9090))
+        .timeout(Duration::from_secs(10))
+        .spawn()
+        .expect("the pod server starts in web's namespace");
 
     for (from, to) in [(&cli_ns, &web_ip), (&web_ns, &db_ip), (&db_ns, &cli_ip)] {
         wait_for(
@@ -331,27 +375,96 @@ fn three_nodes_in_kubernetes_mode() {
             || c.logs(),
         );
     }
-    let weps = c.kubectl_ok(&["get", "workloadendpoints", "-A"]);
-    assert_eq!(weps.matches("-k8s-").count(), 3, "{weps}");
+    // Endpoints are derived from the Pods: none is stored; the CNI ADD wrote the addresses on
+    // the Pod.
+    let weps = c.kubectl_ok(&["get", "workloadendpoints", "-A", "-o", "name"]);
+    assert!(
+        weps.trim().is_empty(),
+        "no WorkloadEndpoint is stored: {weps}"
+    );
+    let annotated = c.kubectl_ok(&[
+        "get",
+        "pod",
+        "web",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.metadata.annotations.margay\\.dev/podIPs}",
+    ]);
+    assert_eq!(annotated.trim(), format!("{web_ip}/32"));
+    // margayctl sees the endpoints the agents derive.
+    let out = c
+        .infra
+        .command(workspace_bin("margayctl", "margay-ctl"))
+        .env("DATASTORE_TYPE", "kubernetes")
+        .env("KUBECONFIG", c.kubeconfig())
+        .args(["get", "workloadendpoints", "-A", "-o", "wide"])
+        .output()
+        .expect("margayctl runs");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for ip in [&web_ip, &cli_ip, &db_ip] {
+        assert!(
+            table.contains(ip.as_str()),
+            "margayctl shows {ip}:\n{table}"
+        );
+    }
+    for node in ["node-1", "node-2", "node-3"] {
+        wait_for(
+            &format!("{node}'s core Node says NetworkUnavailable=False"),
+            Duration::from_secs(30),
+            || network_condition(&c, node) == Some(("False".into(), "MargayIsUp".into())),
+            || c.logs(),
+        );
+    }
+    assert!(connects(&cli_ns, &web_ip, 8080) && connects(&cli_ns, &web_ip, 9090));
 
-    // Every pod of shop isolated for ingress: the client on node-2 no longer reaches web, and
-    // still reaches db (default has no policy).
+    // web (selected by its Pod label) takes only the named port `http`, only from pods labelled
+    // role=frontend: the client on node-2 is not one yet.
     c.apply(
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: deny-all\n  namespace: shop\n\
-         spec:\n  podSelector: {}\n  policyTypes: [Ingress]\n",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: web-http\n  namespace: shop\n\
+         spec:\n  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n  ingress:\n\
+         \x20 - from: [{namespaceSelector: {}, podSelector: {matchLabels: {role: frontend}}}]\n    ports: [{port: http}]\n",
     );
     wait_for(
-        "the NetworkPolicy applied with kubectl isolates shop's pods",
+        "the NetworkPolicy applied with kubectl isolates web",
         Duration::from_secs(60),
-        || !pings(&cli_ns, &web_ip),
+        || !connects(&cli_ns, &web_ip, 8080),
         || c.logs(),
     );
+    assert!(!pings(&cli_ns, &web_ip), "ICMP is not allowed either");
     assert!(pings(&cli_ns, &db_ip), "db (no policy) is still reachable");
-    c.kubectl_ok(&["delete", "networkpolicy", "-n", "shop", "deny-all"]);
+    c.kubectl_ok(&["label", "pod", "client", "-n", "default", "role=frontend"]);
     wait_for(
-        "deleting the policy opens shop again",
+        "labelling the client role=frontend lets it reach web's named port http (8080)",
         Duration::from_secs(60),
-        || pings(&cli_ns, &web_ip),
+        || connects(&cli_ns, &web_ip, 8080),
+        || c.logs(),
+    );
+    assert!(
+        !connects(&cli_ns, &web_ip, 9090),
+        "metrics (9090) is not the named port the policy allows"
+    );
+    assert!(
+        !connects(&db_ns, &web_ip, 8080),
+        "db on node-3 has no role=frontend label"
+    );
+    c.kubectl_ok(&["label", "pod", "client", "-n", "default", "role-"]);
+    wait_for(
+        "removing the label shuts the client out again",
+        Duration::from_secs(60),
+        || !connects(&cli_ns, &web_ip, 8080),
+        || c.logs(),
+    );
+    c.kubectl_ok(&["delete", "networkpolicy", "-n", "shop", "web-http"]);
+    wait_for(
+        "deleting the policy opens web again",
+        Duration::from_secs(60),
+        || pings(&cli_ns, &web_ip) && connects(&cli_ns, &web_ip, 9090),
         || c.logs(),
     );
 
@@ -373,13 +486,12 @@ fn three_nodes_in_kubernetes_mode() {
     c.agents[2].stop().expect("stop node-3's agent");
     let has_node3 = |c: &KubeCluster| {
         let affinities = c.kubectl_ok(&["get", "blockaffinities", "-o", "name"]);
-        let weps = c.kubectl_ok(&["get", "workloadendpoints", "-A", "-o", "name"]);
-        affinities.contains("node-3") || weps.contains("node--3")
+        affinities.contains("node-3")
     };
     assert!(has_node3(&c), "node-3 holds a block before it goes");
     c.kubectl_ok(&["delete", "node", "node-3"]);
     wait_for(
-        "the controller releases node-3's endpoint and block",
+        "the controller releases node-3's block",
         Duration::from_secs(60),
         || !has_node3(&c),
         || {

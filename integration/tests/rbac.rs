@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::repo_root;
+use common::{annotated_pod, repo_root};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -30,11 +30,9 @@ use margay_agent::config::{DatastoreType, Role};
 use margay_agent::controllers::{self, Timers};
 use margay_agent::health::Readiness;
 use margay_api::k8s_openapi::api::core::v1::Node as KubeNode;
+use margay_api::k8s_openapi::api::core::v1::Pod;
 use margay_api::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use margay_api::{
-    BlockAffinity, IPAMBlock, IPPool, IPPoolSpec, MargayNode, NodeSpec, WorkloadEndpoint,
-    WorkloadEndpointSpec,
-};
+use margay_api::{BlockAffinity, IPAMBlock, IPPool, IPPoolSpec, MargayNode, NodeSpec};
 use margay_datastore::audit::Recorder;
 use margay_datastore::kubernetes::api_resource;
 use margay_datastore::{Datastore, Kubernetes, KubernetesConfig, Typed};
@@ -68,11 +66,11 @@ fn permissions(need: &Need) -> Vec<Permission> {
             namespace: ns.clone(),
         })
         .collect();
-    if need.status {
+    if let Some(verb) = need.status {
         out.push(Permission {
             group,
             resource: format!("{resource}/status"),
-            verb: "update".into(),
+            verb: verb.as_str().into(),
             namespace: ns,
         });
     }
@@ -176,6 +174,9 @@ fn the_code_of_each_role_names_no_kind_its_table_lacks() {
     )
     .unwrap();
     let literal = regex::Regex::new(r#"Key::(?:cluster|namespaced)\(\s*"([a-z]+)""#).unwrap();
+    // Kinds a file uses only in etcd, never in the Kubernetes API: the controller's etcd-mode
+    // copy writes the pods' labels and ports onto the WorkloadEndpoints in etcd.
+    let etcd_only = [("agent/src/controllers/sync.rs", "workloadendpoints")];
     let mut problems = Vec::new();
     let mut total = 0;
     for (role, _) in ROLES {
@@ -212,7 +213,17 @@ fn the_code_of_each_role_names_no_kind_its_table_lacks() {
                 }
             }
             total += found.len();
+            let rel = path
+                .strip_prefix(repo_root())
+                .unwrap_or(&path)
+                .to_path_buf();
             for kind in found {
+                if etcd_only
+                    .iter()
+                    .any(|(f, k)| rel == Path::new(f) && *k == kind)
+                {
+                    continue;
+                }
                 if !declared.contains(&kind) {
                     problems.push(format!(
                         "{}: uses {kind}, which access::needs({role:?}) lacks",
@@ -299,20 +310,9 @@ async fn every_call_the_controller_makes_is_in_its_table() {
         .auto_assign(handle, &BTreeMap::new(), 1, 0)
         .await
         .unwrap();
-    let mut w = WorkloadEndpoint::new(
-        &WorkloadEndpoint::name_for("node-1", "web", "eth0"),
-        WorkloadEndpointSpec {
-            node: "node-1".into(),
-            pod: "web".into(),
-            interface_name: "mgy0123456789a".into(),
-            ip_networks: got.ips().iter().map(|ip| format!("{ip}/32")).collect(),
-            ipam_handle_id: Some(handle.into()),
-            ..Default::default()
-        },
-    );
-    w.metadata.namespace = Some("default".into());
-    Typed::<WorkloadEndpoint>::new(Arc::clone(&api))
-        .create(&w)
+    // Kubernetes mode stores no WorkloadEndpoint: the pod's annotations make its endpoint.
+    Typed::<Pod>::new(Arc::clone(&api))
+        .create(&annotated_pod("web", "node-1", &got.ips(), handle))
         .await
         .unwrap();
     ipam.node("node-2", BTreeMap::new())

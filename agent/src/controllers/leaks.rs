@@ -2,27 +2,26 @@
 //! for is released once it has been seen for a grace period (so that an address a pod is being
 //! set up with, whose endpoint is not written yet, is never taken for a leak).
 //!
-//! What is alive comes from the stored WorkloadEndpoints (their `ipamHandleID`). If Kubernetes
-//! mode stops storing them (endpoints derived from Pods), [`live`] must take the handles from
-//! wherever the endpoints then are, or every address would be released as a leak after the grace
-//! period.
+//! What is alive comes from the WorkloadEndpoints (their `ipamHandleID`) as [`Workloads`] gives
+//! them: the stored objects in etcd mode, the endpoints derived from Pods (their
+//! `margay.dev/ipamHandleID` annotation) in Kubernetes mode, where no WorkloadEndpoint is stored.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use margay_api::{MargayNode, WorkloadEndpoint};
-use margay_datastore::{Datastore, Typed};
+use margay_api::MargayNode;
+use margay_datastore::{Datastore, Typed, Workloads};
 use margay_ipam::{Ipam, LeakRelease, LeakTracker, Live};
 use tracing::{info, warn};
 
 /// What is alive: the handles of every WorkloadEndpoint, and the Margay Nodes (when there are
 /// any; with none registered, no block is called orphaned for that alone).
-pub async fn live(ds: &Arc<dyn Datastore>) -> anyhow::Result<Live> {
-    let (weps, _) = Typed::<WorkloadEndpoint>::new(Arc::clone(ds))
-        .list(None)
+pub async fn live(workloads: &Workloads, ds: &Arc<dyn Datastore>) -> anyhow::Result<Live> {
+    let weps = workloads
+        .list()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot list WorkloadEndpoints: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot list the workload endpoints: {e}"))?;
     let (nodes, _) = Typed::<MargayNode>::new(Arc::clone(ds))
         .list(None)
         .await
@@ -39,12 +38,13 @@ pub async fn live(ds: &Arc<dyn Datastore>) -> anyhow::Result<Live> {
 
 /// One look: checks, and releases what has been a leak for at least the grace period.
 pub async fn check_once(
+    workloads: &Workloads,
     ds: &Arc<dyn Datastore>,
     ipam: &Ipam,
     tracker: &mut LeakTracker,
     now: Instant,
 ) -> anyhow::Result<LeakRelease> {
-    let live = live(ds).await?;
+    let live = live(workloads, ds).await?;
     let report = ipam
         .check(&live, tracker, now)
         .await
@@ -67,13 +67,19 @@ pub async fn check_once(
 }
 
 /// Runs the leak check every `interval`, confirming leaks over `grace`, until dropped.
-pub async fn run(ds: Arc<dyn Datastore>, ipam: Ipam, interval: Duration, grace: Duration) {
+pub async fn run(
+    workloads: Workloads,
+    ds: Arc<dyn Datastore>,
+    ipam: Ipam,
+    interval: Duration,
+    grace: Duration,
+) {
     let mut tracker = LeakTracker::new(grace);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = check_once(&ds, &ipam, &mut tracker, Instant::now()).await {
+        if let Err(e) = check_once(&workloads, &ds, &ipam, &mut tracker, Instant::now()).await {
             warn!(error = %e, "IPAM leak check failed; trying again at the next interval");
         }
     }

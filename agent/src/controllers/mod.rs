@@ -28,7 +28,7 @@ use futures::StreamExt;
 use margay_api::MargayNode;
 use margay_api::k8s_openapi::api::core::v1::{Namespace, Node as KubeNode};
 use margay_api::k8s_openapi::api::networking::v1::NetworkPolicy;
-use margay_datastore::{Backoff, Datastore, Event, Kubernetes, KubernetesConfig, Typed};
+use margay_datastore::{Backoff, Datastore, Event, Kubernetes, KubernetesConfig, Typed, Workloads};
 use margay_ipam::Ipam;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -126,8 +126,13 @@ pub fn start(
     let mut tasks = tokio::task::JoinSet::new();
     let ipam = Ipam::new(Arc::clone(&ds));
     let kubernetes_mode = mode == DatastoreType::Kubernetes;
+    // Kubernetes mode stores no WorkloadEndpoints: the leak check and the node clean-up see the
+    // endpoints derived from Pods.
+    let workloads =
+        Workloads::for_datastore(Arc::clone(&ds), kubernetes_mode.then(|| kube.clone()));
     readiness.declare("nodes", "node watches have not listed yet");
     tasks.spawn(follow_nodes(
+        workloads.clone(),
         Arc::clone(&ds),
         kubernetes_mode.then(|| kube.client()),
         ipam.clone(),
@@ -135,6 +140,7 @@ pub fn start(
         readiness.clone(),
     ));
     tasks.spawn(leaks::run(
+        workloads,
         Arc::clone(&ds),
         ipam,
         timers.leak_check_interval,
@@ -174,6 +180,7 @@ pub fn start(
 
 /// Follows Margay Nodes (and core Nodes when `kube` is given) and cleans up the deleted ones.
 async fn follow_nodes(
+    workloads: Workloads,
     ds: Arc<dyn Datastore>,
     kube: Option<kube::Client>,
     ipam: Ipam,
@@ -217,7 +224,7 @@ async fn follow_nodes(
         }
         if state.margay_synced && state.kube_synced {
             readiness.met("nodes");
-            nodes::clean_up_gone(&ds, &ipam, &mut state).await;
+            nodes::clean_up_gone(&workloads, &ds, &ipam, &mut state).await;
         }
     }
 }

@@ -10,8 +10,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use margay_api::{MargayNode, WorkloadEndpoint};
-use margay_datastore::{Datastore, Error as DsError, Typed};
+use margay_api::MargayNode;
+use margay_datastore::{Datastore, EndpointId, Error as DsError, Typed, Workloads};
 use margay_ipam::Ipam;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -136,9 +136,15 @@ pub struct Cleanup {
 }
 
 /// Releases everything of a deleted node: deletes its Margay Node if still there, frees the
-/// addresses of its WorkloadEndpoints and deletes them, then frees its empty blocks and its
-/// affinities. Idempotent: a second call finds nothing to do.
-pub async fn clean_up(ds: &Arc<dyn Datastore>, ipam: &Ipam, node: &str) -> anyhow::Result<Cleanup> {
+/// addresses of its WorkloadEndpoints and deletes the stored ones (in Kubernetes mode the
+/// endpoints are the node's Pods, which Kubernetes' pod garbage collector removes), then frees
+/// its empty blocks and its affinities. Idempotent: a second call finds nothing to do.
+pub async fn clean_up(
+    workloads: &Workloads,
+    ds: &Arc<dyn Datastore>,
+    ipam: &Ipam,
+    node: &str,
+) -> anyhow::Result<Cleanup> {
     let span = info_span!("node_cleanup", node);
     async {
         let mut out = Cleanup::default();
@@ -148,11 +154,10 @@ pub async fn clean_up(ds: &Arc<dyn Datastore>, ipam: &Ipam, node: &str) -> anyho
             Err(DsError::NotFound(_)) => {}
             Err(e) => return Err(anyhow::anyhow!("cannot delete Node {node}: {e}")),
         }
-        let weps = Typed::<WorkloadEndpoint>::new(Arc::clone(ds));
-        let (all, _) = weps
-            .list(None)
+        let all = workloads
+            .list()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot list WorkloadEndpoints: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot list the workload endpoints: {e}"))?;
         for w in all.into_iter().filter(|w| w.spec.node == node) {
             if let Some(h) = &w.spec.ipam_handle_id {
                 let freed = ipam
@@ -161,18 +166,19 @@ pub async fn clean_up(ds: &Arc<dyn Datastore>, ipam: &Ipam, node: &str) -> anyho
                     .map_err(|e| anyhow::anyhow!("cannot release handle {h}: {e}"))?;
                 out.addresses_released += freed.len();
             }
-            let ns = w.metadata.namespace.clone();
-            let name = w.metadata.name.clone().unwrap_or_default();
-            match weps.delete(ns.as_deref(), &name, None).await {
-                Ok(()) => out.endpoints_deleted += 1,
-                Err(DsError::NotFound(_)) => {}
-                Err(e) => {
-                    return Err(anyhow::anyhow!(
-                        "cannot delete WorkloadEndpoint {}/{name}: {e}",
-                        ns.unwrap_or_default()
-                    ));
-                }
+            if workloads.is_derived() {
+                continue;
             }
+            let id = EndpointId {
+                namespace: w.metadata.namespace.clone().unwrap_or_default(),
+                name: w.metadata.name.clone().unwrap_or_default(),
+                pod: w.spec.pod.clone(),
+                container_id: w.spec.container_id.clone(),
+            };
+            workloads.remove(&id).await.map_err(|e| {
+                anyhow::anyhow!("cannot remove endpoint {}/{}: {e}", id.namespace, id.name)
+            })?;
+            out.endpoints_deleted += 1;
         }
         let r = ipam
             .release_node(node)
@@ -195,9 +201,14 @@ pub async fn clean_up(ds: &Arc<dyn Datastore>, ipam: &Ipam, node: &str) -> anyho
 }
 
 /// Cleans up every node [`NodeState::gone`] names; those that fail stay pending.
-pub async fn clean_up_gone(ds: &Arc<dyn Datastore>, ipam: &Ipam, state: &mut NodeState) {
+pub async fn clean_up_gone(
+    workloads: &Workloads,
+    ds: &Arc<dyn Datastore>,
+    ipam: &Ipam,
+    state: &mut NodeState,
+) {
     for node in state.gone() {
-        match clean_up(ds, ipam, &node).await {
+        match clean_up(workloads, ds, ipam, &node).await {
             Ok(_) => state.done(&node),
             Err(e) => {
                 warn!(node = %node, error = %e, "node clean-up failed; retrying later");

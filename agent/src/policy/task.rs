@@ -9,7 +9,7 @@ use margay_api::agentconfig::IptablesBackend;
 use margay_api::k8s::{Namespace, NetworkPolicy};
 use margay_api::workload::{LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT};
 use margay_api::{AgentSettings, IPPool, WorkloadEndpoint};
-use margay_datastore::{Backoff, Datastore, Event, Typed};
+use margay_datastore::{Backoff, Datastore, Event, Typed, Workloads};
 use margay_policy::{Compiler, Endpoint, NamedPort, PolicyKey};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -80,6 +80,7 @@ fn id(kind: &str, ns: Option<&str>, name: &str) -> ObjectId {
 /// `ipsetsRefreshInterval`); the iptables backend is chosen once, at start.
 pub fn spawn(
     ds: Arc<dyn Datastore>,
+    workloads: Workloads,
     node: String,
     readiness: Readiness,
     applied: AppliedIndex,
@@ -89,7 +90,9 @@ pub fn spawn(
         "policy",
         "waiting for the initial sync of namespaces, network policies and workload endpoints",
     );
-    tokio::spawn(run(ds, node, readiness, applied, settings).instrument(info_span!("policy")))
+    tokio::spawn(
+        run(ds, workloads, node, readiness, applied, settings).instrument(info_span!("policy")),
+    )
 }
 
 fn interval(s: &AgentSettings) -> Duration {
@@ -100,6 +103,7 @@ fn interval(s: &AgentSettings) -> Duration {
 
 async fn run(
     ds: Arc<dyn Datastore>,
+    workloads: Workloads,
     node: String,
     readiness: Readiness,
     applied: AppliedIndex,
@@ -169,8 +173,9 @@ async fn run(
         }
     }));
     let me = node.clone();
-    watches.spawn(follow::<WorkloadEndpoint>(
-        Arc::clone(&ds),
+    // Stored WorkloadEndpoints (etcd) or endpoints derived from every Pod (Kubernetes mode).
+    watches.spawn(follow_stream(
+        workloads.watch(Backoff::default()),
         shared.clone(),
         tx.clone(),
         2,
@@ -302,7 +307,24 @@ async fn follow<T>(
 ) where
     T: margay_datastore::typed::Object,
 {
-    let mut watch = Typed::<T>::new(ds).watch(Backoff::default());
+    follow_stream(
+        Typed::<T>::new(ds).watch(Backoff::default()),
+        shared,
+        tx,
+        index,
+        apply,
+    )
+    .await;
+}
+
+/// [`follow`] over any stream of events.
+async fn follow_stream<T>(
+    mut watch: futures::stream::BoxStream<'static, margay_datastore::Result<Event<T>>>,
+    shared: SharedRef,
+    tx: mpsc::Sender<()>,
+    index: usize,
+    apply: impl Fn(&mut Shared, Event<T>) + Send + 'static,
+) {
     while let Some(ev) = watch.next().await {
         match ev {
             Ok(ev) => {

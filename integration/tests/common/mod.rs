@@ -46,3 +46,22 @@ pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
     );
     bin
 }
+
+/// A Pod `default/NAME` on `node` with the annotations the agent writes on CNI ADD in Kubernetes
+/// mode (addresses, sandbox NAME, IPAM `handle`): the endpoint the derived view makes of it.
+pub fn annotated_pod(
+    name: &str,
+    node: &str,
+    ips: &[std::net::IpAddr],
+    handle: &str,
+) -> margay_api::k8s_openapi::api::core::v1::Pod {
+    let nets: Vec<ipnet::IpNet> = ips.iter().copied().map(ipnet::IpNet::from).collect();
+    let mut pod: margay_api::k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": name}]}
+        }))
+        .expect("a Pod");
+    pod.metadata.annotations = Some(margay_api::pod::annotations_for(&nets, name, handle));
+    pod
+}
