@@ -1022,8 +1022,7 @@ pub fn delete_node(
     let cleanup = with_workloads(st, |ds, workloads| async move {
         let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
         let mut cleanup =
-            margay_agent::controllers::nodes::clean_up(&workloads, &ds, &ipam, &node_name)
-                .await?;
+            margay_agent::controllers::nodes::clean_up(&workloads, &ds, &ipam, &node_name).await?;
         // With the Kubernetes datastore the endpoints are the node's Pods: their annotations
         // named the IPAM handles released above, and now the lab removes them as Kubernetes'
         // pod garbage collector would.
