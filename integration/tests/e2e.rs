@@ -304,3 +304,132 @@ fn kubernetes_datastore_pods_reach_each_other_and_a_policy_blocks_and_opens() {
     lab.ok(&["down"]);
     assert_nothing_left(&lab, &st);
 }
+
+/// With the Kubernetes datastore the lab writes Pods, not WorkloadEndpoints: a pod's labels and
+/// named ports are on its Pod, the agents derive its endpoint (veth named after `NS.POD`) and
+/// enforce policy by it, `pod label` / `ns label` take effect when they return, and `node delete`
+/// frees the addresses the node's Pods held and so its blocks.
+#[test]
+fn kubernetes_datastore_keeps_pod_labels_on_pods_and_a_deleted_nodes_pods_free_their_blocks() {
+    let lab = Lab::new();
+    lab.ok(&[
+        "up",
+        "--nodes",
+        "3",
+        "--pods-per-node",
+        "1",
+        "--datastore",
+        "kubernetes",
+    ]);
+    lab.ok(&["ns", "create", "x"]);
+    lab.ok(&[
+        "pod",
+        "create",
+        "x/a",
+        "--node",
+        "node-2",
+        "--label",
+        "app=web",
+        "--port",
+        "http=8080/tcp",
+    ]);
+    let stored = lab.kubectl(&["get", "workloadendpoints", "-A", "-o", "name"]);
+    assert!(
+        stored.trim().is_empty(),
+        "no WorkloadEndpoint is stored: {stored}"
+    );
+    let pod: Value =
+        serde_json::from_str(&lab.kubectl(&["get", "pod", "-n", "x", "a", "-o", "json"])).unwrap();
+    assert_eq!(
+        pod["metadata"]["labels"],
+        serde_json::json!({"app": "web"}),
+        "{pod}"
+    );
+    let ip = lab.state().pods["x/a"].ips[0].clone();
+    assert_eq!(
+        pod["metadata"]["annotations"]["margay.dev/podIP"],
+        format!("{ip}/32"),
+        "{pod}"
+    );
+    // The derived endpoint names the veth the CNI plugin made on node-2.
+    let wep: Value = serde_json::from_str(&lab.ok(&[
+        "ctl",
+        "get",
+        "workloadendpoint",
+        "-n",
+        "x",
+        "node--2-k8s-a-eth0",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let veth = margay_api::pod::host_interface_name("x.a");
+    assert_eq!(wep["spec"]["interfaceName"], veth.as_str(), "{wep}");
+    assert_eq!(wep["spec"]["ports"][0]["name"], "http", "{wep}");
+    lab.ok(&["exec", "node-2", "--", "ip", "link", "show", &veth]);
+
+    let policy = lab.dir.path().join("clients.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: clients, namespace: x}\n\
+         spec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {team: a}}\n      podSelector: {matchLabels: {role: client}}\n    ports: [{port: http}]\n",
+    )
+    .unwrap();
+    lab.ok(&["policy", "apply", policy.to_str().unwrap()]);
+    let probe = |from: &str| lab.code(&["probe", from, "x/a", "8080/TCP", "--timeout", "0.5"]);
+    assert_eq!(
+        probe("default/pod-1-1"),
+        1,
+        "neither the namespace nor the pod label"
+    );
+    lab.ok(&["pod", "label", "default/pod-1-1", "role=client"]);
+    assert_eq!(probe("default/pod-1-1"), 1, "the pod label only");
+    lab.ok(&["ns", "label", "default", "team=a"]);
+    assert_eq!(probe("default/pod-1-1"), 0, "both");
+    assert_eq!(probe("default/pod-3-1"), 1, "the namespace label only");
+    lab.ok(&["pod", "label", "x/a", "app-"]);
+    assert_eq!(probe("default/pod-3-1"), 0, "x/a is no longer selected");
+    let pod: Value =
+        serde_json::from_str(&lab.kubectl(&["get", "pod", "-n", "x", "a", "-o", "json"])).unwrap();
+    assert!(pod["metadata"]["labels"].get("app").is_none(), "{pod}");
+    let s = lab.status();
+    let labels_of = |id: &str| {
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|n| n["pods"].as_array().unwrap())
+            .find(|p| p["name"] == id)
+            .map(|p| p["labels"].clone())
+            .unwrap()
+    };
+    assert_eq!(labels_of("default/pod-1-1")["role"], "client", "{s}");
+    assert!(labels_of("x/a").get("app").is_none(), "{s}");
+
+    let gone: Vec<String> = s["nodes"][2]["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap().to_owned())
+        .collect();
+    assert!(!gone.is_empty());
+    lab.ok(&["node", "delete", "node-3"]);
+    let blocks = lab.ok(&["ctl", "ipam", "show", "--show-blocks"]);
+    for b in &gone {
+        assert!(
+            !blocks.contains(b.as_str()),
+            "{b} still allocated:\n{blocks}"
+        );
+    }
+    let pods = lab.kubectl(&["get", "pods", "-A", "-o", "name"]);
+    assert!(!pods.contains("pod-3-1"), "{pods}");
+    let weps = lab.ok(&["ctl", "get", "workloadendpoint", "-A"]);
+    assert!(!weps.contains("node--3"), "{weps}");
+    assert_eq!(
+        lab.code(&["probe", "default/pod-1-1", "default/pod-2-1", "80/TCP"]),
+        0
+    );
+    let st = lab.state();
+    lab.ok(&["down"]);
+    assert_nothing_left(&lab, &st);
+}

@@ -631,9 +631,6 @@ fn pod(lab: &LabDir, cmd: PodCmd) -> anyhow::Result<ExitCode> {
         PodCmd::Label { id, edits } => {
             let mut p = find_pod(&st, &id)?.clone();
             pods::edit_labels(&mut p.labels, &edits)?;
-            if st.datastore == DatastoreKind::Kubernetes {
-                objects::put_pod_object(&st, &p)?;
-            }
             let w = objects::write_pod(&st, &p)?;
             st.pods.insert(id.clone(), p);
             lab.save(&lock, &st)?;

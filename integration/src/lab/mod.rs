@@ -13,7 +13,8 @@
 //! made (in `$MARGAY_LAB_DIR`, default `/run/margay-lab`) and [`up::down`] removes it all, also
 //! after the supervisor died. Pods are wired by the real `margay-cni`, invoked as a CNI runtime
 //! does. In etcd mode the lab also stands in for Calico's kube-controllers: it writes Namespaces
-//! and the pods' labels and named ports on their WorkloadEndpoints ([`objects`]).
+//! and the pods' labels and named ports on their WorkloadEndpoints ([`objects`]); with the
+//! Kubernetes datastore it writes Pod objects instead, from which the agents derive endpoints.
 
 pub mod bins;
 pub mod ds;

@@ -1,7 +1,9 @@
-//! The Kubernetes objects the lab writes in etcd mode, standing in for Calico's
+//! The Kubernetes objects the lab writes. In etcd mode it stands in for Calico's
 //! kube-controllers: Namespaces (with `kubernetes.io/metadata.name`), the pods' labels and named
-//! ports on their WorkloadEndpoints, and NetworkPolicies. With the Kubernetes datastore the same
-//! objects live in the test API server, and each pod also gets its core Pod object.
+//! ports on their WorkloadEndpoints, and NetworkPolicies. With the Kubernetes datastore
+//! Namespaces and NetworkPolicies live in the test API server and each pod's labels and ports on
+//! its core Pod object; no WorkloadEndpoint is stored there (the agents derive endpoints from the
+//! Pods, see `margay_api::pod`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,15 +13,15 @@ use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec as K8sPo
 use margay_api::WorkloadEndpoint;
 use margay_api::k8s::{LABEL_NAMESPACE_NAME, Namespace, NetworkPolicy, ObjectMeta};
 use margay_api::workload::EndpointPort;
-use margay_datastore::{Datastore, Error as DsError, Typed};
+use margay_datastore::{Datastore, EndpointId, Error as DsError, Typed, Workloads};
 use std::sync::Arc;
 
-use super::ds::with_ds;
-use super::state::{PodState, State};
+use super::ds::{with_ds, with_workloads};
+use super::state::{DatastoreKind, PodState, State};
 
-/// Label keys the agent owns on a WorkloadEndpoint; pod label edits keep them.
+/// Label keys the agent owns on a stored WorkloadEndpoint; pod label edits keep them.
 pub const AGENT_LABEL_PREFIX: &str = "margay.dev/";
-/// How long a pod's WorkloadEndpoint may take to appear after CNI ADD.
+/// How long a pod's endpoint may take to appear after CNI ADD.
 const WEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a write to the datastore returned: the object and its new revision (empty: deleted).
@@ -190,55 +192,62 @@ fn protocol(p: &str) -> margay_api::agentconfig::Protocol {
     }
 }
 
-/// Writes a pod's labels and named ports on its WorkloadEndpoint (compare-and-swap), keeping
-/// the agent's `margay.dev/*` labels. Waits for the agent to have written the endpoint.
+/// The id of a lab pod's endpoint (`NODE-k8s-POD-eth0`, as the agent names it for CNI ADD).
+fn endpoint_id(pod: &PodState) -> EndpointId {
+    EndpointId {
+        namespace: pod.namespace.clone(),
+        name: WorkloadEndpoint::name_for(&pod.node, &pod.name, "eth0"),
+        pod: pod.name.clone(),
+        container_id: Some(pod.container_id.clone()),
+    }
+}
+
+/// Waits until the agents can see the pod's endpoint — the one the agent stored for CNI ADD
+/// (etcd), or the one derived from the Pod once ADD annotated it (Kubernetes) — and returns it.
+async fn wait_endpoint(workloads: &Workloads, pod: &PodState) -> anyhow::Result<WorkloadEndpoint> {
+    let id = endpoint_id(pod);
+    let deadline = tokio::time::Instant::now() + WEP_TIMEOUT;
+    loop {
+        if let Some(w) = workloads.get(&id).await? {
+            return Ok(w);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the endpoint {} of pod {} did not appear within {} s of CNI ADD{}",
+                id.name,
+                pod.id(),
+                WEP_TIMEOUT.as_secs(),
+                if workloads.is_derived() {
+                    " (the agent annotates the Pod with its addresses)"
+                } else {
+                    " (the agent stores its WorkloadEndpoint)"
+                }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes a pod's labels and named ports where the agents read them and returns the write of
+/// its endpoint, for [`super::sync::confirm`]. In etcd mode that is its WorkloadEndpoint
+/// (compare-and-swap, keeping the agent's `margay.dev/*` labels), once the agent has stored it.
+/// With the Kubernetes datastore it is the Pod object (no WorkloadEndpoint is stored there: the
+/// agents derive it from the Pod), and the endpoint's revision is the Pod's once CNI ADD has
+/// annotated it.
 pub fn write_pod(st: &State, pod: &PodState) -> anyhow::Result<Written> {
+    if st.datastore == DatastoreKind::Kubernetes {
+        put_pod_object(st, pod)?;
+    }
     let pod = pod.clone();
-    with_ds(st, |ds| async move {
-        let weps = Typed::<WorkloadEndpoint>::new(ds);
-        let deadline = tokio::time::Instant::now() + WEP_TIMEOUT;
-        let wep_name = loop {
-            let (all, _) = weps.list(Some(&pod.namespace)).await?;
-            if let Some(w) = all.iter().find(|w| w.spec.pod == pod.name) {
-                break w.metadata.name.clone().unwrap_or_default();
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!(
-                    "the WorkloadEndpoint of pod {} did not appear within {} s of CNI ADD",
-                    pod.id(),
-                    WEP_TIMEOUT.as_secs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    with_workloads(st, |ds, workloads| async move {
+        let found = wait_endpoint(&workloads, &pod).await?;
+        let wep_name = found.metadata.name.clone().unwrap_or_default();
+        let stored = match &workloads {
+            Workloads::Pods { .. } => found,
+            Workloads::Stored(_) => write_endpoint_labels(ds, &pod, &wep_name)
+                .await
+                .with_context(|| format!("cannot write the labels of pod {}", pod.id()))?,
         };
-        let ports: Vec<EndpointPort> = pod
-            .ports
-            .iter()
-            .map(|(name, port, proto)| EndpointPort {
-                name: name.clone(),
-                protocol: protocol(proto),
-                port: *port,
-            })
-            .collect();
-        let stored = weps
-            .update_with(Some(&pod.namespace), &wep_name, 10, |w| {
-                let mut labels: BTreeMap<String, String> = w
-                    .metadata
-                    .labels
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|(k, _)| k.starts_with(AGENT_LABEL_PREFIX))
-                    .collect();
-                labels.extend(pod.labels.clone());
-                let changed = w.metadata.labels.clone().unwrap_or_default() != labels
-                    || w.spec.ports != ports;
-                w.metadata.labels = Some(labels);
-                w.spec.ports = ports.clone();
-                Ok(changed)
-            })
-            .await
-            .with_context(|| format!("cannot write the labels of pod {}", pod.id()))?;
         Ok(Written {
             kind: "WorkloadEndpoint",
             namespace: pod.namespace.clone(),
@@ -248,17 +257,50 @@ pub fn write_pod(st: &State, pod: &PodState) -> anyhow::Result<Written> {
     })
 }
 
-/// The deletion of a pod's WorkloadEndpoint that its CNI DEL brings (the agent deletes it), for
+/// The pod's labels and named ports onto its stored WorkloadEndpoint `wep_name` (etcd mode).
+async fn write_endpoint_labels(
+    ds: Arc<dyn Datastore>,
+    pod: &PodState,
+    wep_name: &str,
+) -> anyhow::Result<WorkloadEndpoint> {
+    let ports: Vec<EndpointPort> = pod
+        .ports
+        .iter()
+        .map(|(name, port, proto)| EndpointPort {
+            name: name.clone(),
+            protocol: protocol(proto),
+            port: *port,
+        })
+        .collect();
+    Ok(Typed::<WorkloadEndpoint>::new(ds)
+        .update_with(Some(&pod.namespace), wep_name, 10, |w| {
+            let mut labels: BTreeMap<String, String> = w
+                .metadata
+                .labels
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| k.starts_with(AGENT_LABEL_PREFIX))
+                .collect();
+            labels.extend(pod.labels.clone());
+            let changed =
+                w.metadata.labels.clone().unwrap_or_default() != labels || w.spec.ports != ports;
+            w.metadata.labels = Some(labels);
+            w.spec.ports = ports.clone();
+            Ok(changed)
+        })
+        .await?)
+}
+
+/// The deletion of a pod's endpoint that its CNI DEL brings (the agent deletes the stored
+/// WorkloadEndpoint, or clears the Pod's annotations so that none is derived), for
 /// [`super::sync::confirm`]; `None` when the pod has none.
 pub fn pod_wep_deletion(st: &State, pod: &PodState) -> anyhow::Result<Option<Written>> {
     let pod = pod.clone();
-    with_ds(st, |ds| async move {
-        let (all, _) = Typed::<WorkloadEndpoint>::new(ds)
-            .list(Some(&pod.namespace))
-            .await?;
-        Ok(all
-            .into_iter()
-            .find(|w| w.spec.pod == pod.name && w.spec.node == pod.node)
+    with_workloads(st, |_, workloads| async move {
+        Ok(workloads
+            .get(&endpoint_id(&pod))
+            .await?
             .and_then(|w| w.metadata.name)
             .map(|name| Written {
                 kind: "WorkloadEndpoint",
@@ -303,7 +345,8 @@ fn pod_object(pod: &PodState) -> Pod {
     }
 }
 
-/// Creates or updates a pod's core Pod object (Kubernetes datastore).
+/// Creates or updates a pod's core Pod object — its labels, node and declared ports — keeping
+/// the annotations the agent wrote (Kubernetes datastore).
 pub fn put_pod_object(st: &State, pod: &PodState) -> anyhow::Result<()> {
     let want = pod_object(pod);
     let id = pod.id();
@@ -314,10 +357,12 @@ pub fn put_pod_object(st: &State, pod: &PodState) -> anyhow::Result<()> {
         match pods.create(&want).await {
             Ok(_) => Ok(()),
             Err(DsError::AlreadyExists(_)) => {
+                // The agent's annotations stay; an unchanged Pod is not written again.
                 pods.update_with(ns.as_deref(), &name, 10, |p| {
+                    let changed = p.metadata.labels != want.metadata.labels || p.spec != want.spec;
                     p.metadata.labels = want.metadata.labels.clone();
                     p.spec = want.spec.clone();
-                    Ok(true)
+                    Ok(changed)
                 })
                 .await?;
                 Ok(())

@@ -1,6 +1,6 @@
 //! Pods: a network namespace wired by the real `margay-cni` (invoked exactly as a CNI runtime
 //! does, inside the node's namespace), a pod server answering on its ports, and its labels and
-//! named ports written on its WorkloadEndpoint.
+//! named ports written on its WorkloadEndpoint (etcd) or its Pod object (Kubernetes datastore).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -175,7 +175,7 @@ fn run_cni(
 }
 
 /// Creates a pod; with `wait`, returns only once every node routes to it. Saves the state.
-/// Returns the pod and the write of its WorkloadEndpoint's labels and ports.
+/// Returns the pod and the write of its labels and ports ([`objects::write_pod`]).
 pub fn create(
     lab: &LabDir,
     lock: &Lock,
@@ -366,7 +366,8 @@ fn start_server(lab: &LabDir, st: &mut State, bins: &Bins, pod: &PodState) -> an
 }
 
 /// Deletes a pod: CNI DEL (which frees its addresses and makes the agent delete its
-/// WorkloadEndpoint), its server, its namespace. Returns the endpoint's deletion, if it had one.
+/// WorkloadEndpoint, or clear its Pod's annotations), its server, its namespace, and with the
+/// Kubernetes datastore its Pod. Returns the endpoint's deletion, if it had one.
 pub fn delete(
     lab: &LabDir,
     lock: &Lock,

@@ -28,7 +28,9 @@ pub enum Confirmation {
     DatastoreOnly,
 }
 
-/// The datastore kind the agent's `Applied` request names: plural, lower case.
+/// The datastore kind the agent's `Applied` request names: plural, lower case. A pod's endpoint
+/// is `workloadendpoints` in both modes: the agent records the endpoints it derives from Pods
+/// under that kind too, at the Pod's revision.
 fn kind(w: &Written) -> &'static str {
     match w.kind {
         "Namespace" => "namespaces",

@@ -16,7 +16,7 @@ use margay_datastore::Typed;
 use margay_harness::{Netns, delete_netns, list_all};
 
 use super::bins::Bins;
-use super::ds::with_ds;
+use super::ds::{with_ds, with_workloads};
 use super::pods::{self, PodSpec};
 use super::router::{self, RouterConfig};
 use super::state::{
@@ -977,8 +977,9 @@ pub fn http_ok(addr: &str, path: &str) -> bool {
 /// `margay-lab node delete NODE`: the node's machine goes away — its agent and pods stop
 /// (no CNI DEL: nothing runs there any more) and its namespace is deleted — then, as
 /// `calicoctl delete node` (and the controller on a deleted Kubernetes Node), its Node and
-/// WorkloadEndpoints are deleted and its addresses and blocks released. The other nodes drop
-/// their sessions with it and the routes to its blocks.
+/// endpoints are deleted (stored WorkloadEndpoints in etcd mode; with the Kubernetes datastore
+/// its Pods, after the handles their annotations name were released) and its addresses and
+/// blocks released. The other nodes drop their sessions with it and the routes to its blocks.
 pub fn delete_node(
     lab: &LabDir,
     lock: &Lock,
@@ -1018,14 +1019,20 @@ pub fn delete_node(
     lab.save(lock, st)?;
     let kube = st.datastore == DatastoreKind::Kubernetes;
     let node_name = name.to_owned();
-    let cleanup = with_ds(st, |ds| async move {
+    let cleanup = with_workloads(st, |ds, workloads| async move {
+        let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
+        let mut cleanup =
+            margay_agent::controllers::nodes::clean_up(&workloads, &ds, &ipam, &node_name).await?;
+        // With the Kubernetes datastore the endpoints are the node's Pods: their annotations
+        // named the IPAM handles released above, and now the lab removes them as Kubernetes'
+        // pod garbage collector would.
         if kube {
             for p in &pods {
                 super::objects::delete_pod_object(&ds, p).await?;
             }
+            cleanup.endpoints_deleted += pods.len();
         }
-        let ipam = margay_ipam::Ipam::new(Arc::clone(&ds));
-        margay_agent::controllers::nodes::clean_up(&ds, &ipam, &node_name).await
+        Ok(cleanup)
     })
     .with_context(|| format!("cannot release {name}'s Node, endpoints and addresses"))?;
     if delete_netns(&node.netns) {

@@ -80,6 +80,26 @@ impl Lab {
         serde_json::from_str(&self.ok(&["status", "-o", "json"])).unwrap()
     }
 
+    /// kubectl 1.33 against the lab's test API server (a lab up with `--datastore kubernetes`),
+    /// run in the infra namespace where the server listens; returns stdout.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let kubeconfig = self
+            .state()
+            .kubeconfig
+            .expect("a lab up with --datastore kubernetes has a kubeconfig");
+        let kubectl = super::kubectl_path();
+        let mut full = vec![
+            "exec",
+            "infra",
+            "--",
+            kubectl.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ];
+        full.extend_from_slice(args);
+        self.ok(&full)
+    }
+
     /// The last lines of every agent's log, for failure messages (without terminal colours).
     pub fn agent_logs(&self, lines: usize) -> String {
         let st = self.state();
