@@ -9,6 +9,8 @@ set -euo pipefail
 PACKAGES=(
     # build
     protobuf-compiler libprotobuf-dev pkg-config
+    # jemalloc (the agent's allocator) is built from source by tikv-jemalloc-sys
+    make gcc libc6-dev
     # kernel networking tools the tests and the agent drive
     iproute2 iptables ipset nftables iputils-ping procps kmod
     # real peers and datastore for interop and end-to-end tests
