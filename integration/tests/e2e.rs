@@ -30,15 +30,39 @@ fn assert_all_connect(lab: &Lab) {
     assert!(blocked.is_empty(), "blocked: {blocked:?}");
 }
 
-/// Every block of every node in `status -o json`.
-fn blocks(status: &Value) -> Vec<String> {
+/// The blocks of the nodes of `status -o json` that `which` picks.
+fn blocks_where(status: &Value, which: impl Fn(&Value) -> bool) -> Vec<String> {
     status["nodes"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|n| which(n))
         .flat_map(|n| n["blocks"].as_array().unwrap().iter())
         .map(|b| b.as_str().unwrap().to_owned())
         .collect()
+}
+
+/// Every block of every node in `status -o json`.
+fn blocks(status: &Value) -> Vec<String> {
+    blocks_where(status, |_| true)
+}
+
+/// The blocks of one node in `status -o json`; it has at least one.
+fn node_blocks(status: &Value, node: &str) -> Vec<String> {
+    let blocks = blocks_where(status, |n| n["name"] == node);
+    assert!(!blocks.is_empty(), "{node} has no block: {status}");
+    blocks
+}
+
+/// None of `gone` is allocated any more (`ctl ipam show --show-blocks`).
+fn assert_released(lab: &Lab, gone: &[String]) {
+    let blocks = lab.ok(&["ctl", "ipam", "show", "--show-blocks"]);
+    for b in gone {
+        assert!(
+            !blocks.contains(b.as_str()),
+            "{b} still allocated:\n{blocks}"
+        );
+    }
 }
 
 /// The prefixes the external router reports it learned, from `status -o json`.
@@ -140,14 +164,7 @@ fn an_external_bird_learns_every_block_and_reaches_a_pod() {
 fn a_deleted_nodes_blocks_are_withdrawn_from_the_others_and_released() {
     let lab = Lab::new();
     lab.ok(&["up", "--nodes", "3", "--pods-per-node", "1"]);
-    let s = lab.status();
-    let gone: Vec<String> = s["nodes"][2]["blocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_str().unwrap().to_owned())
-        .collect();
-    assert!(!gone.is_empty());
+    let gone = node_blocks(&lab.status(), "node-3");
     lab.ok(&["node", "delete", "node-3"]);
     wait_until(
         "node-1 and node-2 drop their routes to node-3's blocks",
@@ -159,13 +176,7 @@ fn a_deleted_nodes_blocks_are_withdrawn_from_the_others_and_released() {
             })
         },
     );
-    let blocks = lab.ok(&["ctl", "ipam", "show", "--show-blocks"]);
-    for b in &gone {
-        assert!(
-            !blocks.contains(b.as_str()),
-            "{b} still allocated:\n{blocks}"
-        );
-    }
+    assert_released(&lab, &gone);
     let nodes = lab.ok(&["ctl", "get", "node"]);
     assert!(!nodes.contains("node-3"), "{nodes}");
     assert!(
@@ -406,21 +417,9 @@ fn kubernetes_datastore_keeps_pod_labels_on_pods_and_a_deleted_nodes_pods_free_t
     assert_eq!(labels_of("default/pod-1-1")["role"], "client", "{s}");
     assert!(labels_of("x/a").get("app").is_none(), "{s}");
 
-    let gone: Vec<String> = s["nodes"][2]["blocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_str().unwrap().to_owned())
-        .collect();
-    assert!(!gone.is_empty());
+    let gone = node_blocks(&s, "node-3");
     lab.ok(&["node", "delete", "node-3"]);
-    let blocks = lab.ok(&["ctl", "ipam", "show", "--show-blocks"]);
-    for b in &gone {
-        assert!(
-            !blocks.contains(b.as_str()),
-            "{b} still allocated:\n{blocks}"
-        );
-    }
+    assert_released(&lab, &gone);
     let pods = lab.kubectl(&["get", "pods", "-A", "-o", "name"]);
     assert!(!pods.contains("pod-3-1"), "{pods}");
     let weps = lab.ok(&["ctl", "get", "workloadendpoint", "-A"]);
