@@ -589,16 +589,13 @@ pub(crate) async fn run(
 mod tests {
     use super::*;
 
+    fn a_rules() -> Vec<Rule> {
+        vec![Rule::new("-j ACCEPT", "all"), Rule::new("-j DROP", "none")]
+    }
+
     fn driver() -> IptablesDriver {
         let mut d = IptablesDriver::new(Family::V4, Mode::Nft);
-        d.set_chain(
-            "filter",
-            "mgy-a",
-            Some(vec![
-                Rule::new("-j ACCEPT", "all"),
-                Rule::new("-j DROP", "none"),
-            ]),
-        );
+        d.set_chain("filter", "mgy-a", Some(a_rules()));
         d.set_hooks(
             "filter",
             "FORWARD",
@@ -641,14 +638,7 @@ mod tests {
         // As after a successful write: the kernel holds the desired state, nothing is dirty.
         let written = d.expected();
         d.dirty.clear();
-        d.set_chain(
-            "filter",
-            "mgy-a",
-            Some(vec![
-                Rule::new("-j ACCEPT", "all"),
-                Rule::new("-j DROP", "none"),
-            ]),
-        );
+        d.set_chain("filter", "mgy-a", Some(a_rules()));
         let (text, report) = d.plan_with(&written, false);
         assert!(text.is_empty(), "no restore for an unchanged chain: {text}");
         assert_eq!(report, Report::default());
