@@ -126,12 +126,17 @@ fn natoutgoing_masquerades_to_the_internet_and_forged_sources_are_dropped() {
                 .unwrap_or_default()
         },
     );
-    assert!(
-        !node
-            .exec(&["iptables", "-t", "nat", "-S"])
-            .unwrap()
-            .stdout
-            .contains("mgy-nat-outgoing"),
-        "the chain goes with the last natOutgoing pool"
+    // The pool set is emptied (ipset, first) a moment before the chain and its hook go
+    // (iptables, next): the address above can show before the chain is gone.
+    let nat_rules = || {
+        node.exec(&["iptables", "-t", "nat", "-S"])
+            .map(|o| o.stdout)
+            .unwrap_or_default()
+    };
+    wait_for(
+        "the chain goes with the last natOutgoing pool",
+        Duration::from_secs(10),
+        || !nat_rules().contains("mgy-nat-outgoing"),
+        nat_rules,
     );
 }

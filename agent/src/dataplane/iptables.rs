@@ -338,6 +338,8 @@ pub struct Report {
     pub hooks_written: usize,
     /// iptables-restore runs (0 when nothing differed).
     pub restores: usize,
+    /// How long the write took (planning and the restore, if any).
+    pub took: std::time::Duration,
 }
 
 /// The iptables driver of one family.
@@ -474,6 +476,7 @@ impl IptablesDriver {
     /// Writes what differs from what the kernel is known to hold (read first if unknown). After
     /// a read every chain is compared; otherwise only those stated since the last write.
     pub async fn apply(&mut self) -> Result<Report, IptablesError> {
+        let start = std::time::Instant::now();
         if self.actual.is_none() {
             self.read().await?;
         }
@@ -483,6 +486,7 @@ impl IptablesDriver {
             self.actual = Some(actual);
             self.dirty.clear();
             self.full = false;
+            report.took = start.elapsed();
             return Ok(report);
         }
         let prog = program(self.family, self.mode, "restore");
@@ -491,6 +495,7 @@ impl IptablesDriver {
         match run(&prog, &["--noflush", "-w", &wait], Some(&input)).await {
             Ok(_) => {
                 report.restores = 1;
+                report.took = start.elapsed();
                 self.actual = Some(self.expected());
                 self.dirty.clear();
                 self.full = false;
@@ -584,16 +589,13 @@ pub(crate) async fn run(
 mod tests {
     use super::*;
 
+    fn a_rules() -> Vec<Rule> {
+        vec![Rule::new("-j ACCEPT", "all"), Rule::new("-j DROP", "none")]
+    }
+
     fn driver() -> IptablesDriver {
         let mut d = IptablesDriver::new(Family::V4, Mode::Nft);
-        d.set_chain(
-            "filter",
-            "mgy-a",
-            Some(vec![
-                Rule::new("-j ACCEPT", "all"),
-                Rule::new("-j DROP", "none"),
-            ]),
-        );
+        d.set_chain("filter", "mgy-a", Some(a_rules()));
         d.set_hooks(
             "filter",
             "FORWARD",
@@ -627,6 +629,26 @@ mod tests {
         );
         let (again, _) = d.plan(&parse_save(&saved));
         assert!(again.is_empty(), "{again}");
+    }
+
+    #[test]
+    fn a_chain_stated_again_unchanged_is_not_rewritten_and_a_changed_one_alone_is() {
+        let mut d = driver();
+        d.set_chain("filter", "mgy-b", Some(vec![Rule::new("-j RETURN", "b")]));
+        // As after a successful write: the kernel holds the desired state, nothing is dirty.
+        let written = d.expected();
+        d.dirty.clear();
+        d.set_chain("filter", "mgy-a", Some(a_rules()));
+        let (text, report) = d.plan_with(&written, false);
+        assert!(text.is_empty(), "no restore for an unchanged chain: {text}");
+        assert_eq!(report, Report::default());
+        d.set_chain("filter", "mgy-b", Some(vec![Rule::new("-j DROP", "b")]));
+        let (text, report) = d.plan_with(&written, false);
+        assert_eq!(report.chains_written, 1, "{text}");
+        assert!(
+            text.contains(":mgy-b - [0:0]\n") && !text.contains("mgy-a"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -97,14 +97,16 @@ impl PolicyDataplane {
     }
 
     /// Writes what differs from what the kernel is known to hold: sets are created and filled
-    /// first, then chains, then sets no longer referred to are destroyed.
+    /// first, then chains, then sets no longer referred to are destroyed. The IPv4 and IPv6
+    /// tables are independent (two tables, two restore processes), so they are written at the
+    /// same time; the sets are destroyed only once both writes succeeded.
     pub async fn program(&mut self) -> Result<ProgramReport, IptablesError> {
         let mut r = ProgramReport {
             sets: self.ipsets.apply_updates().await?,
             ..Default::default()
         };
-        r.v4 = self.v4.apply().await?;
-        r.v6 = self.v6.apply().await?;
+        let (v4, v6) = tokio::join!(self.v4.apply(), self.v6.apply());
+        (r.v4, r.v6) = (v4?, v6?);
         let removed = self.ipsets.apply_removals().await?;
         r.sets.destroyed += removed.destroyed;
         r.sets.created += removed.created;
@@ -114,8 +116,8 @@ impl PolicyDataplane {
     /// Re-reads the kernel and repairs whatever differs.
     pub async fn resync(&mut self) -> Result<ProgramReport, IptablesError> {
         self.ipsets.invalidate();
-        self.v4.read().await?;
-        self.v6.read().await?;
+        let (v4, v6) = tokio::join!(self.v4.read(), self.v6.read());
+        v4.and(v6)?;
         self.program().await
     }
 }
