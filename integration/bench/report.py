@@ -26,7 +26,7 @@ def parse(path):
             words = line.split()
             if not words or "=" not in line:
                 continue
-            row = {"_": words[0]}
+            row = {"_": words[0], "_words": words}
             for w in words:
                 if "=" in w:
                     k, v = w.split("=", 1)
@@ -46,6 +46,11 @@ def med(rows, key, **match):
 
 def num(x, prec=3):
     return "–" if x is None else f"{x:.{prec}f}"
+
+
+def count(n):
+    """10k, 100k, 1M."""
+    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
 def ratio(a, b):
@@ -79,12 +84,12 @@ def rr_section(rr, t):
         for anchor in ("bird", "frr"):
             a = med(ok, "converge_s", target=anchor, n=float(n), k=k)
             if p is not None and a is not None:
-                t.add(f"route reflection, {n // 1000}k routes → 4 clients, converge (s)", num(p),
+                t.add(f"route reflection, {count(n)} routes → 4 clients, converge (s)", num(p),
                       anchor.upper() if anchor == "frr" else "BIRD", num(a), ratio(p, a))
         p = med(ok, "rss_mib", target="project", n=float(n), k=k)
         a = med(ok, "rss_mib", target="bird", n=float(n), k=k)
         if p is not None and a is not None:
-            t.add(f"route reflection, {n // 1000}k routes, peak RSS (MiB)", num(p, 1), "BIRD", num(a, 1),
+            t.add(f"route reflection, {count(n)} routes, peak RSS (MiB)", num(p, 1), "BIRD", num(a, 1),
                   ratio(p, a))
     lines = ["| target | N | converge_s | rss_mib | cpu_s | runs ok/all |", "|---|---|---|---|---|---|"]
     series = {}
@@ -158,9 +163,9 @@ def main():
 
     for a in (r for r in p("agent.txt") if r["_"] == "agent"):
         n = int(a["n"])
-        t.add(f"install {n // 1000}k BGP-learned routes into the kernel (s)", num(a["install_s"]), "BIRD",
+        t.add(f"install {count(n)} BGP-learned routes into the kernel (s)", num(a["install_s"]), "BIRD",
               num(a["bird_install_s"]), ratio(a["install_s"], a["bird_install_s"]))
-        t.add(f"install {n // 1000}k BGP-learned routes into the kernel (s)", num(a["install_s"]),
+        t.add(f"install {count(n)} BGP-learned routes into the kernel (s)", num(a["install_s"]),
               "batched netlink `nl_add`", num(a["nl_add_s"]), ratio(a["install_s"], a["nl_add_s"]), "≤ 1.25",
               lambda x: x <= 1.25)
         t.add(f"agent RSS, {int(a['eps'])} endpoints + {int(a['remote']) // 1000}k remote routes (MiB)",
@@ -170,9 +175,9 @@ def main():
               f"{num(a['up_p50_ms'], 2)} / {num(a['up_p99_ms'], 2)}", "", "", None)
 
     for r in (r for r in p("routes.txt") if r["_"] == "routes"):
-        t.add(f"route driver: {int(r['n']) // 1000}k routes added (s)", num(r["margay_add_s"]), "`nl_add`",
+        t.add(f"route driver: {count(int(r['n']))} routes added (s)", num(r["margay_add_s"]), "`nl_add`",
               num(r["nl_add_s"]), r["add_ratio"])
-        t.add(f"route driver: {int(r['n']) // 1000}k routes deleted (s)", num(r["margay_del_s"]), "`nl_del`",
+        t.add(f"route driver: {count(int(r['n']))} routes deleted (s)", num(r["margay_del_s"]), "`nl_del`",
               num(r["nl_del_s"]), r["del_ratio"])
 
     ipt = [r for r in p("ipt.txt") if "noflush_1chg_s" in r]
@@ -191,7 +196,7 @@ def main():
               ratio(r["local_label_change_ms"], anchor), f"≤ 50 ms: {'met' if r['local_label_change_ms'] <= 50 else '**not met**'}")
 
     for r in (r for r in p("cni.txt") if r["_"] == "cni"):
-        what = next(k for k in r if k.endswith("_ms"))
+        what = next(w for w in r["_words"] if w.endswith("_ms") and "=" not in w)
         t.add(f"CNI {what.replace('_ms', '').replace('_', ' ')} (ms)", num(r["margay"], 1), "ptp + host-local",
               num(r["ref"], 1), r["ratio"])
 
