@@ -94,12 +94,14 @@ pub fn render(s: &NodeStatus) -> String {
     );
     let mut t = Table::new(["peer address", "peer type", "state", "since", "info"]);
     for p in &peers {
+        // An established session shows what it carries; the last error (kept in the status, e.g.
+        // a refused connect before the peer came up) only explains a session that is down.
         let info = match (&p.last_error, p.state) {
-            (Some(e), _) => e.clone(),
-            (None, BGPSessionState::Established) => format!(
+            (_, BGPSessionState::Established) => format!(
                 "{} prefixes received, {} accepted, {} advertised",
                 p.prefixes_received, p.prefixes_accepted, p.prefixes_advertised
             ),
+            (Some(e), _) => e.clone(),
             (None, _) => String::new(),
         };
         t.row([
@@ -171,6 +173,7 @@ mod tests {
             "status": {"agentVersion": "0.1.0", "lastUpdated": updated,
                        "bgp": {"numberEstablished": 1, "numberNotEstablished": 1, "peers": [
                 {"peerIP": "198.18.0.2", "type": "NodeMesh", "state": "Established",
+                 "lastError": "Connect: connection refused",
                  "since": "2026-01-01T00:00:00Z", "prefixesReceived": 2, "prefixesAccepted": 2, "prefixesAdvertised": 1},
                 {"peerIP": "198.18.0.3", "type": "NodePeer", "state": "Active", "lastError": "connection refused"}]}}
         }))
@@ -203,6 +206,12 @@ mod tests {
         );
         assert!(
             lines[2].contains("node-to-node mesh   Established"),
+            "{}",
+            lines[2]
+        );
+        // The established session's old error is not its info; the down session's is.
+        assert!(
+            lines[2].ends_with("2 prefixes received, 2 accepted, 1 advertised"),
             "{}",
             lines[2]
         );
