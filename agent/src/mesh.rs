@@ -400,8 +400,12 @@ impl Bgp {
     }
 }
 
-/// Most best-path changes written to the kernel in one apply when they queue up.
-const COALESCE_MAX: usize = 64 * 1024;
+/// Most best-path changes taken at once when they queue up (a few netlink chunks' worth: the
+/// kernel starts on the first while the next are decided).
+const COALESCE_MAX: usize = 4 * 1024;
+
+/// Bursts of at least this many best-path changes are logged with the time the kernel took.
+const BURST_LOG: usize = 1000;
 
 /// Starts the speaker and the tasks that keep its sessions and the kernel's learned routes
 /// current. This node's `Node` must be registered first. Graceful restart is on (restart time
@@ -486,17 +490,21 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<Bgp> 
     let me6 = p.addr6.map(IpAddr::V6);
     let (routes, own_blocks, learned) = (p.routes, p.own_blocks, p.learned);
     tokio::spawn(async move {
+        // A burst: changes taken since the queue was last empty, and when it began.
+        let mut burst: Option<(std::time::Instant, usize)> = None;
         while let Some(mut batch) = changes.recv().await {
             let Some(routes) = &routes else { continue };
-            // Whatever the speaker produced while the last batch was being written goes into the
-            // kernel in one go: fewer, fuller netlink batches when routes arrive faster than
-            // they are installed (a full table from a peer), no wait when they do not.
+            // Whatever the speaker produced meanwhile is taken together: fuller netlink batches
+            // when routes arrive faster than they are installed (a full table from a peer), no
+            // wait when they do not.
             while batch.len() < COALESCE_MAX {
                 match changes.try_recv() {
                     Ok(more) => batch.extend(more),
                     Err(_) => break,
                 }
             }
+            let b = burst.get_or_insert_with(|| (std::time::Instant::now(), 0));
+            b.1 += batch.len();
             let own = own_blocks.lock().await.clone();
             let mut learned = learned.lock().await;
             let mut r = routes.lock().await;
@@ -545,7 +553,25 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<Bgp> 
                     }
                 }
             }
-            if let Err(e) = r.apply().await {
+            // Queued for the writer thread; while the speaker has more, take it (the kernel works
+            // meanwhile). Once nothing waits, wait for the kernel's answers, so refusals are
+            // reported and retried.
+            let done = if changes.is_empty() {
+                let done = r.apply().await.map(|_| ());
+                if let Some((t, n)) = burst.take()
+                    && n >= BURST_LOG
+                {
+                    info!(
+                        changes = n,
+                        ms = t.elapsed().as_millis() as u64,
+                        "learned routes written to the kernel"
+                    );
+                }
+                done
+            } else {
+                r.submit().await
+            };
+            if let Err(e) = done {
                 warn!(error = %e, "cannot install learned routes");
             }
         }

@@ -213,6 +213,60 @@ fn a_failing_route_in_a_batch_fails_alone_and_is_named() {
 }
 
 #[test]
+fn queued_chunks_are_answered_in_order_and_refused_routes_are_retried() {
+    let n = node();
+    n.node
+        .block_on(async {
+            let mut d = RouteDriver::new().unwrap();
+            // 5000 learned routes (five chunks), decided and queued in two goes as the learned-
+            // route task does; one in each 1000 goes through a next hop nothing reaches yet.
+            let via = |i: u32| {
+                let gw = if i % 1000 == 7 {
+                    "198.18.5.1"
+                } else {
+                    "198.18.0.2"
+                };
+                RouteTarget::Via(gw.parse().unwrap())
+            };
+            let dst =
+                |i: u32| IpNet::new(std::net::Ipv4Addr::from(0x6440_0000 + i).into(), 32).unwrap();
+            for i in 0..2500 {
+                d.set(dst(i), via(i));
+            }
+            d.submit().await.unwrap();
+            for i in 2500..5000 {
+                d.set(dst(i), via(i));
+            }
+            let report = d.apply().await.unwrap();
+            assert_eq!(report.written, 4995, "{:?}", report.failed);
+            let mut bad: Vec<IpNet> = report.failed.iter().map(|(d, _)| *d).collect();
+            bad.sort();
+            assert_eq!(bad, (0..5).map(|k| dst(k * 1000 + 7)).collect::<Vec<_>>());
+            assert!(
+                report.failed.iter().all(|(_, e)| e.contains("unreachable")),
+                "{report:?}"
+            );
+            // Refused means not applied: the next apply tries them again.
+            assert_eq!(d.applied(&bad[0]), None);
+            assert_eq!(d.apply().await.unwrap().failed.len(), 5);
+            ip(&n.node, &["addr", "add", "198.18.5.2/24", "dev", "eth0"]);
+            let report = d.apply().await.unwrap();
+            assert_eq!((report.written, report.failed.len()), (5, 0), "{report:?}");
+            assert_eq!(d.dump().await.unwrap().len(), 5000);
+            // And all of them leave again.
+            d.replace_all(BTreeMap::new());
+            let report = d.apply().await.unwrap();
+            assert_eq!(
+                (report.removed, report.failed.len()),
+                (5000, 0),
+                "{report:?}"
+            );
+            assert!(d.dump().await.unwrap().is_empty());
+        })
+        .unwrap();
+}
+
+#[test]
 fn sysctls_are_set_inside_the_node_namespace_only() {
     use margay_agent::dataplane::SysctlDriver;
     use margay_agent::dataplane::sysctls::{interface_sysctls, node_sysctls};

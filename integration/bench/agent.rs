@@ -21,7 +21,9 @@
 //! Environment: `MARGAY_NODE_BIN` (the release binary; required), `MARGAY_SHARED` (for
 //! `bench/fib_bench.sh` and `bench/bgp_inject.py`), `REPS` (3), `EPS` (1000), `REMOTE` (10000),
 //! `KEEP=1` keeps the work directory (agent logs, the agent's smaps after the endpoints);
-//! `AGENT_PROBE` is a shell command run at that moment with `$AGENT_PID` and `$AGENT_LOG`.
+//! `AGENT_PROBE` is a shell command run at that moment with `$AGENT_PID` and `$AGENT_LOG`;
+//! `INSTALL_PROBE` one started (with `$AGENT_PID`) just before the injector of each install and
+//! waited for after it (e.g. `perf record -g -p $AGENT_PID -o … -- sleep 3`, for a CPU profile).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -318,7 +320,20 @@ struct Install {
 fn bench_install(env: &Env, n: u64, rep: usize) -> Result<Install> {
     let node = Node::start(env, &format!("i{rep}"))?;
     let cpu0 = node.cpu_s()?;
+    let probe = match std::env::var("INSTALL_PROBE") {
+        Ok(cmd) => Some(
+            Command::new("sh")
+                .args(["-c", &cmd])
+                .env("AGENT_PID", node.agent.pid().to_string())
+                .stdout(Stdio::null())
+                .spawn()?,
+        ),
+        Err(_) => None,
+    };
     let (secs, _inj) = node.learn(env, n)?;
+    if let Some(mut p) = probe {
+        eprintln!("[agent_bench] INSTALL_PROBE exited with {}", p.wait()?);
+    }
     Ok(Install {
         secs,
         cpu_s: node.cpu_s()? - cpu0,

@@ -4,8 +4,8 @@
 #   * install of N (default 100000) BGP-learned routes vs fib_bench.sh's bird_install_s, nl_add_s
 #   * RSS with EPS (1000) local endpoints and REMOTE (10000) remote routes (goal ≤ 30 MiB)
 #   * endpoint_up → route in the kernel, p50/p99 over those endpoints
-# Root. Builds the release margay-node once (reusing CARGO_TARGET_DIR), then runs the bench
-# harness (`cargo bench --bench agent`, dev profile: it only drives and times the release
+# Root. Builds the shipped margay-node once (the `dist` profile, reusing CARGO_TARGET_DIR), then
+# runs the bench harness (`cargo bench --bench agent`, dev profile: it only drives and times the
 # binary). Environment: REPS (3), EPS, REMOTE, KEEP=1 (keep the work dir), MARGAY_SHARED.
 # Namespaces are the harness's (mgyt-*), deleted on exit; the bench is a child of this script,
 # recorded by PID and stopped by it on Ctrl-C or TERM.
@@ -36,11 +36,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "[agent_bench] building the release margay-node" >&2
-cargo build --release -p margay-agent --bins
+echo "[agent_bench] building the shipped margay-node (profile dist)" >&2
+cargo build --profile dist -p margay-agent --bins
 echo "[agent_bench] building the bench driver" >&2
 cargo bench --profile dev -p margay-integration --bench agent --no-run
-MARGAY_NODE_BIN=$TARGET/release/margay-node \
+MARGAY_NODE_BIN=$TARGET/dist/margay-node \
     timeout --signal=TERM 3600 cargo bench --profile dev -p margay-integration --bench agent -- "$N" &
 PIDS+=("$!")
 wait "${PIDS[0]}"

@@ -20,7 +20,9 @@
 # docs/benchmarks.md and the convergence plot docs/img/rr-convergence.svg.
 #
 # Raw output: integration/bench/results/report-<UTC date>/ (one file per bench, stderr in *.log).
-# ONLY="rr agent" runs a subset (the report keeps the other sections' last figures out).
+# ONLY="rr agent" runs a subset; the report then has only those sections, unless CARRY=DIR names an
+# earlier results directory whose raw output of the other sections is copied in (and named as
+# carried over in the report's run line).
 # Everything runs in namespaces the benches make and delete; every daemon is a child stopped by PID.
 set -euo pipefail
 
@@ -42,8 +44,9 @@ want() { [[ " $ONLY " == *" $1 "* ]]; }
 step "system packages"
 scripts/install-deps.sh >/dev/null
 
-step "release build (once; every bench below reuses it)"
+step "release build (once; every bench below reuses it) and the shipped margay-node (dist)"
 cargo build --release --workspace --bins
+cargo build --profile dist -p margay-agent --bins
 cargo bench --no-run -p margay-agent -p margay-cni -p margay-ipam 2>&1 | tail -1
 cargo bench --profile dev -p margay-integration --bench agent --no-run 2>&1 | tail -1
 
@@ -59,7 +62,7 @@ if want rr; then
     if ((QUICK)); then rr_n="10000 100000" big=""; reps=1; else rr_n="10000 100000" big="1000000"; reps=${REPS:-3}; fi
     : >"$OUT/rr.txt"
     TARGETS=${RR_TARGETS:-bird frr project} RR_N=$rr_n RR_K=4 BIG_N=$big FIB_N="" IPT_N="" REPS=$reps \
-        PROJECT_HOOK=$ROOT/integration/bench/rr_hook.sh PROJECT_BIN=$TARGET/release/margay-node \
+        PROJECT_HOOK=$ROOT/integration/bench/rr_hook.sh PROJECT_BIN=$TARGET/dist/margay-node \
         "$MARGAY_SHARED/bench/run_all.sh" "$OUT/rr.txt" >/dev/null
 fi
 
@@ -97,6 +100,19 @@ if want lab; then
     # shellcheck disable=SC2086
     MARGAY_LAB_BIN=$TARGET/release/margay-lab timeout 1800 python3 integration/bench/lab_bench.py $args \
         >"$OUT/lab.txt" 2>"$OUT/lab.log"
+fi
+
+if [[ -n ${CARRY:-} ]]; then
+    carried=()
+    for b in rr agent routes policy cni ipam lab; do
+        want "$b" && continue
+        files=("$CARRY/$b".txt*)
+        [[ $b == policy && -e $CARRY/ipt.txt ]] && files+=("$CARRY"/ipt.txt*)
+        [[ -e ${files[0]} ]] || continue
+        cp "${files[@]}" "$OUT/"
+        carried+=("$b")
+    done
+    ((${#carried[@]})) && echo "carried=${carried[*]} from $(basename "$CARRY")" >>"$OUT/meta.txt"
 fi
 
 step "report"

@@ -2,8 +2,8 @@
 # Margay's hook for ../shared/bench/rr_bench.sh (TARGET=project): defines
 # start_target_project with the contract of /work/shared/bench/README.md.
 #
-#   cargo build --release -p margay-agent
-#   PROJECT_HOOK=integration/bench/rr_hook.sh PROJECT_BIN=target/release/margay-node \
+#   cargo build --profile dist -p margay-agent
+#   PROJECT_HOOK=integration/bench/rr_hook.sh PROJECT_BIN=target/dist/margay-node \
 #       ../shared/bench/rr_bench.sh project 100000 4
 #
 # start_target_project CONFDIR NS ADDR AS CLIENT_ADDR...

@@ -13,6 +13,7 @@ mod common;
 use std::time::Duration;
 
 use common::lab::*;
+use margay_harness::wait_for;
 use serde_json::Value;
 
 /// Every ordered pod pair connects on 80/TCP.
@@ -166,7 +167,7 @@ fn a_deleted_nodes_blocks_are_withdrawn_from_the_others_and_released() {
     lab.ok(&["up", "--nodes", "3", "--pods-per-node", "1"]);
     let gone = node_blocks(&lab.status(), "node-3");
     lab.ok(&["node", "delete", "node-3"]);
-    wait_until(
+    wait_for(
         "node-1 and node-2 drop their routes to node-3's blocks",
         Duration::from_secs(30),
         || {
@@ -175,6 +176,7 @@ fn a_deleted_nodes_blocks_are_withdrawn_from_the_others_and_released() {
                 gone.iter().all(|b| !r.contains(b.as_str()))
             })
         },
+        String::new,
     );
     assert_released(&lab, &gone);
     let nodes = lab.ok(&["ctl", "get", "node"]);

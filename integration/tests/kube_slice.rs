@@ -21,35 +21,18 @@ use common::{kubectl_path, repo_root, workspace_bin};
 use margay_harness::cmd::run_with_input;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::process::Stdio;
 
 use margay_agent::localapi::client::Client;
-use margay_harness::{Bridge, Daemon, Netns, Ready};
+use margay_harness::{Bridge, Daemon, Netns, Ready, Underlay, wait_for};
 use margay_integration::lab::probe::{Proto, probe_here};
 
 const API: &str = "198.18.0.254:6443";
 
 fn margay_node_bin() -> PathBuf {
     workspace_bin("margay-node", "margay-agent")
-}
-
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut ok: impl FnMut() -> bool,
-    detail: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {timeout:?}:\n{}",
-            detail()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Three node namespaces and an infra namespace on one bridge; the API server in infra.
@@ -66,13 +49,11 @@ struct KubeCluster {
 
 impl KubeCluster {
     fn start(tag: &str, n: usize) -> KubeCluster {
-        let net = |s: &str| s.parse().unwrap();
-        let bridge = Bridge::new().expect("namespace (run as root)");
-        let infra = Netns::with_tag(&format!("{tag}-infra")).unwrap();
-        bridge
-            .attach(&infra, "eth0", &[net("198.18.0.254/24")])
-            .unwrap();
-        infra.link_up("lo").unwrap();
+        let Underlay {
+            bridge,
+            infra,
+            nodes,
+        } = Underlay::new(tag, n).expect("namespaces (run as root)");
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         let apiserver = Daemon::builder("apiserver", env!("CARGO_BIN_EXE_margay-test-apiserver"))
@@ -87,25 +68,6 @@ impl KubeCluster {
             .timeout(Duration::from_secs(20))
             .spawn()
             .expect("the API server starts in the infra namespace");
-        let nodes: Vec<Netns> = (1..=n)
-            .map(|i| Netns::with_tag(&format!("{tag}-node{i}")).unwrap())
-            .collect();
-        for (i, node) in nodes.iter().enumerate() {
-            bridge
-                .attach(node, "eth0", &[net(&format!("198.18.0.{}/24", 11 + i))])
-                .unwrap();
-            node.exec(&[
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                "198.18.0.254",
-                "metric",
-                "1000",
-            ])
-            .unwrap();
-        }
         let mut c = KubeCluster {
             dir,
             controller: None,

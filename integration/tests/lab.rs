@@ -9,6 +9,7 @@
 mod common;
 
 use common::lab::*;
+use margay_harness::wait_for;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -47,7 +48,7 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
         assert_eq!(pod["ips"], serde_json::json!([pod["ip"]]));
         assert_eq!(pod["labels"]["pod"], format!("pod-{}-1", i + 1));
     }
-    wait_until(
+    wait_for(
         "both nodes report their mesh session Established",
         Duration::from_secs(30),
         || {
@@ -58,6 +59,7 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
                     p["state"] == "Established" && p["type"] == "NodeMesh" && p["since"].is_string()
                 })
         },
+        String::new,
     );
     let picture = lab.ok(&["status"]);
     assert!(
@@ -245,9 +247,12 @@ fn down_after_the_supervisor_was_killed_leaves_nothing() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    wait_until("the supervisor dies", Duration::from_secs(5), || {
-        !sup.alive()
-    });
+    wait_for(
+        "the supervisor dies",
+        Duration::from_secs(5),
+        || !sup.alive(),
+        String::new,
+    );
     // Its daemons outlive it (they are in its session, not killed with it)...
     for (name, p) in &before.procs {
         assert!(p.alive(), "{name} died with the supervisor");

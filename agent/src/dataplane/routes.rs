@@ -5,21 +5,21 @@
 //! alone removed. Writes are `NLM_F_REPLACE`, so a route that exists with another target is
 //! corrected in place, and they go out in batches with one ACK each ([`super::nlbatch`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 use tracing::{debug, warn};
 
-use super::nlbatch::{Batcher, RouteOp};
+use super::nlbatch::{CHUNK, Chunk, Writer, Written};
 use super::tracker::DeltaTracker;
 use crate::ROUTE_PROTOCOL;
 
@@ -73,36 +73,105 @@ pub struct ApplyReport {
     pub failed: Vec<(IpNet, String)>,
 }
 
-/// Builds the netlink message for one route; `ifindex` resolves device names.
-fn message(
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_LINK: u8 = 253;
+const RT_SCOPE_NOWHERE: u8 = 255;
+const RTN_UNSPEC: u8 = 0;
+const RTN_UNICAST: u8 = 1;
+const RTN_BLACKHOLE: u8 = 6;
+
+fn family(a: IpAddr) -> u8 {
+    (if a.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    }) as u8
+}
+
+fn put_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    buf.extend_from_slice(&(4 + value.len() as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(value);
+    buf.resize(buf.len().next_multiple_of(4), 0);
+}
+
+fn put_addr(buf: &mut Vec<u8>, kind: u16, a: IpAddr) {
+    match a {
+        IpAddr::V4(a) => put_attr(buf, kind, &a.octets()),
+        IpAddr::V6(a) => put_attr(buf, kind, &a.octets()),
+    }
+}
+
+/// Appends the netlink message that writes the route to `dst` (`Some(target)`: add or replace)
+/// or deletes it (`None`: by destination, protocol and table, whatever its type and scope, as
+/// `ip route del` does; the interface may be gone). Built by hand, straight into the batch:
+/// this runs once per route, 100k times for a full table. `ifindex` resolves device names; a
+/// route that cannot be expressed is refused with the reason and nothing is appended.
+fn encode(
+    chunk: &mut Chunk,
     dst: IpNet,
-    target: &RouteTarget,
+    target: Option<&RouteTarget>,
     ifindex: &HashMap<String, u32>,
-) -> Result<RouteMessage, String> {
-    let mut b = RouteMessageBuilder::<IpAddr>::new()
-        .destination_prefix(dst.network(), dst.prefix_len())
-        .map_err(|e| e.to_string())?;
-    b = b
-        .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
-        .table_id(u32::from(RouteHeader::RT_TABLE_MAIN));
-    let b = match target {
-        RouteTarget::Device(name) => {
+) -> Result<(), String> {
+    /// What follows RTA_DST.
+    enum Next {
+        Nothing,
+        Oif(u32),
+        Gateway(IpAddr),
+    }
+    let (scope, kind, next) = match target {
+        None => (RT_SCOPE_NOWHERE, RTN_UNSPEC, Next::Nothing),
+        Some(RouteTarget::Blackhole) => (RT_SCOPE_UNIVERSE, RTN_BLACKHOLE, Next::Nothing),
+        Some(RouteTarget::Device(name)) => {
             let idx = ifindex
                 .get(name)
                 .ok_or_else(|| format!("interface {name} does not exist (yet)"))?;
-            b.output_interface(*idx).scope(RouteScope::Link)
+            (RT_SCOPE_LINK, RTN_UNICAST, Next::Oif(*idx))
         }
-        RouteTarget::Blackhole => b.kind(RouteType::BlackHole),
-        RouteTarget::Via(gw) => {
+        Some(RouteTarget::Via(gw)) => {
             if gw.is_ipv4() != dst.addr().is_ipv4() {
                 return Err(format!("next hop {gw} is not of the family of {dst}"));
             }
-            b.gateway(*gw)
-                .map_err(|e| e.to_string())?
-                .priority(LEARNED_METRIC)
+            (RT_SCOPE_UNIVERSE, RTN_UNICAST, Next::Gateway(*gw))
         }
     };
-    Ok(b.build())
+    let (msg_type, flags) = match target {
+        Some(_) => (RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE),
+        None => (RTM_DELROUTE, 0),
+    };
+    chunk.push(msg_type, flags, |buf| {
+        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags (u32)
+        buf.extend_from_slice(&[
+            family(dst.addr()),
+            dst.prefix_len(),
+            0,
+            0,
+            RouteHeader::RT_TABLE_MAIN,
+            ROUTE_PROTOCOL,
+            scope,
+            kind,
+            0,
+            0,
+            0,
+            0,
+        ]);
+        put_addr(buf, RTA_DST, dst.addr());
+        match next {
+            Next::Nothing => {}
+            Next::Oif(idx) => put_attr(buf, RTA_OIF, &idx.to_ne_bytes()),
+            Next::Gateway(gw) => {
+                put_addr(buf, RTA_GATEWAY, gw);
+                put_attr(buf, RTA_PRIORITY, &LEARNED_METRIC.to_ne_bytes());
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Reads one kernel route back, if it is one of ours in the main table.
@@ -152,11 +221,31 @@ fn parse(msg: &RouteMessage, ifname: &HashMap<u32, String>) -> Option<(IpNet, Ro
     Some((net, target))
 }
 
+/// One route write on its way to the kernel, recorded as already done (the tracker is updated
+/// when a write is queued, so the next routes are decided while the kernel works); a refusal
+/// undoes it.
+#[derive(Debug)]
+enum Planned {
+    /// Written with this target.
+    Write(IpNet, RouteTarget),
+    /// Deleted; it had this target.
+    Delete(IpNet, RouteTarget),
+}
+
 /// The route reconciler of one network namespace (the node's).
 #[derive(Debug)]
 pub struct RouteDriver {
     handle: Handle,
-    batcher: Arc<Mutex<Batcher>>,
+    writer: Writer,
+    /// What each chunk in flight carries, in submission order.
+    in_flight: VecDeque<Vec<Planned>>,
+    /// Outcomes collected since the last [`RouteDriver::apply`] returned.
+    report: ApplyReport,
+    /// The first chunk that could not be written as a whole since then.
+    write_error: Option<std::io::Error>,
+    /// Routes refused since the last [`RouteDriver::apply`] began: `submit` leaves them for the
+    /// next `apply`, so a route the kernel keeps refusing is not rewritten with every batch.
+    refused: std::collections::HashSet<IpNet>,
     tracker: DeltaTracker<IpNet, RouteTarget>,
     /// Routes found in the kernel at start that nothing desires yet: never removed until the
     /// first [`RouteDriver::resync`] (called once the datastore has synced) allows the sweep.
@@ -164,15 +253,19 @@ pub struct RouteDriver {
 }
 
 impl RouteDriver {
-    /// Opens a netlink socket in the calling thread's network namespace. The socket's task runs
-    /// on the current tokio runtime: the driver lives as long as that runtime.
+    /// Opens two netlink sockets in the calling thread's network namespace: one for dumps and
+    /// queries, whose task runs on the current tokio runtime (the driver lives as long as that
+    /// runtime), and the batch writer's, on its own thread.
     pub fn new() -> Result<Self, RouteError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(RouteError::Socket)?;
         tokio::spawn(conn);
-        let batcher = Arc::new(Mutex::new(Batcher::new().map_err(RouteError::Socket)?));
         Ok(Self {
             handle,
-            batcher,
+            writer: Writer::new().map_err(RouteError::Socket)?,
+            in_flight: VecDeque::new(),
+            report: ApplyReport::default(),
+            write_error: None,
+            refused: Default::default(),
             tracker: DeltaTracker::new(),
             protected: Default::default(),
         })
@@ -273,8 +366,6 @@ impl RouteDriver {
         Ok(out)
     }
 
-    /// Reads what the kernel has at start. Margay routes matching `keep` that are not desired
-    /// become desired as they are, and are returned: after a restart, routes learned over BGP by
     /// Where packets for next hop `nh` go: `nh` itself when it is on a connected subnet, else
     /// the gateway the kernel's own route to `nh` uses (a recursive next hop, as BIRD's
     /// `gateway recursive`): a peer may send a next hop that is not on this node's link.
@@ -307,6 +398,8 @@ impl RouteDriver {
             .unwrap_or(nh))
     }
 
+    /// Reads what the kernel has at start. Margay routes matching `keep` that are not desired
+    /// become desired as they are, and are returned: after a restart, routes learned over BGP by
     /// the previous run stay in place until the speaker has learned them again (the caller drops
     /// the ones it did not re-learn). Every other route not desired yet is protected from
     /// removal until the first [`RouteDriver::resync`]. So a restart never interrupts
@@ -315,6 +408,7 @@ impl RouteDriver {
         &mut self,
         keep: impl Fn(&RouteTarget) -> bool,
     ) -> Result<Vec<(IpNet, RouteTarget)>, RouteError> {
+        self.settle().await;
         let actual = self.dump().await?;
         let adopted: Vec<(IpNet, RouteTarget)> = actual
             .iter()
@@ -337,6 +431,7 @@ impl RouteDriver {
     /// changed behind the agent's back, and the first sync after start (call it only once the
     /// datastore has synced, or routes of pods not yet known would be swept).
     pub async fn resync(&mut self) -> Result<ApplyReport, RouteError> {
+        self.settle().await;
         self.protected.clear();
         let actual = self.dump().await?;
         self.tracker.replace_actual(actual);
@@ -344,76 +439,20 @@ impl RouteDriver {
     }
 
     /// Writes the difference between desired and what the kernel is known to hold, without
-    /// reading the kernel first, in batches with one ACK each. Routes that fail stay pending and
-    /// are retried next time.
+    /// reading the kernel first, in batches with one ACK each, and waits until the kernel has
+    /// answered for all of them (and for any queued by [`RouteDriver::submit`] before). The
+    /// report counts every write answered since the last `apply` and names the routes that still
+    /// failed in this one; those stay pending and are retried by the next `apply`.
     pub async fn apply(&mut self) -> Result<ApplyReport, RouteError> {
-        let updates = self.tracker.pending_updates();
-        let mut deletes = self.tracker.pending_deletes();
-        deletes.retain(|(dst, _)| !self.protected.contains(dst));
-        let mut report = ApplyReport::default();
-        if updates.is_empty() && deletes.is_empty() {
-            return Ok(report);
-        }
-        let names: std::collections::BTreeSet<&str> = updates
-            .iter()
-            .filter_map(|(_, t)| match t {
-                RouteTarget::Device(n) => Some(n.as_str()),
-                _ => None,
-            })
-            .collect();
-        let ifindex = self.indexes(&names).await?;
-        // Build every message first; a route that cannot be expressed (no such interface yet)
-        // fails on its own and the rest go ahead.
-        let mut ops = Vec::with_capacity(updates.len() + deletes.len());
-        let mut planned = Vec::with_capacity(ops.capacity());
-        for (dst, target) in updates {
-            match message(dst, &target, &ifindex) {
-                Ok(m) => {
-                    ops.push(RouteOp::Replace(m));
-                    planned.push((dst, Some(target)));
-                }
-                Err(e) => report.failed.push((dst, e)),
-            }
-        }
-        let empty = HashMap::new();
-        for (dst, _) in deletes {
-            // Delete by destination, protocol and table, whatever the type and scope (as `ip route
-            // del` does: type unspec, scope "nowhere" match any); the interface may be gone.
-            match message(dst, &RouteTarget::Blackhole, &empty) {
-                Ok(mut m) => {
-                    m.header.kind = RouteType::Unspec;
-                    m.header.scope = RouteScope::NoWhere;
-                    ops.push(RouteOp::Delete(m));
-                    planned.push((dst, None));
-                }
-                Err(e) => report.failed.push((dst, e)),
-            }
-        }
-        let batcher = Arc::clone(&self.batcher);
-        let results = tokio::task::spawn_blocking(move || {
-            let mut b = batcher.lock().unwrap_or_else(|p| p.into_inner());
-            b.run(&ops)
-        })
-        .await
-        .map_err(|e| RouteError::Write(std::io::Error::other(e.to_string())))?
-        .map_err(RouteError::Write)?;
-        for ((dst, target), res) in planned.into_iter().zip(results) {
-            match (target, res) {
-                (Some(target), Ok(())) => {
-                    report.written += 1;
-                    self.tracker.applied(dst, target);
-                }
-                // Already gone is what a delete wanted.
-                (None, Ok(()) | Err(NO_SUCH_ROUTE)) => {
-                    report.removed += 1;
-                    self.tracker.removed(&dst);
-                }
-                (target, Err(errno)) => {
-                    let e = std::io::Error::from_raw_os_error(-errno).to_string();
-                    warn!(%dst, ?target, error = %e, "cannot write route; will retry");
-                    report.failed.push((dst, e));
-                }
-            }
+        self.settle().await;
+        // Earlier refusals are tried once more now; their outcome replaces the old one.
+        self.refused.clear();
+        self.report.failed.clear();
+        self.submit().await?;
+        self.settle().await;
+        let report = std::mem::take(&mut self.report);
+        if let Some(e) = self.write_error.take() {
+            return Err(RouteError::Write(e));
         }
         debug!(
             written = report.written,
@@ -423,21 +462,168 @@ impl RouteDriver {
         );
         Ok(report)
     }
+
+    /// Queues the difference for the kernel and returns without waiting for it: the caller goes
+    /// on deciding the next routes while the writer thread writes these (a full table from a
+    /// peer). Outcomes are collected by later calls; [`RouteDriver::apply`] waits for them.
+    pub async fn submit(&mut self) -> Result<(), RouteError> {
+        while let Some(w) = self.writer.try_collect() {
+            self.fold(w);
+        }
+        let mut updates = self.tracker.pending_updates();
+        let mut deletes = self.tracker.pending_deletes();
+        updates.retain(|(dst, _)| !self.refused.contains(dst));
+        deletes.retain(|(dst, _)| !self.protected.contains(dst) && !self.refused.contains(dst));
+        if updates.is_empty() && deletes.is_empty() {
+            return Ok(());
+        }
+        let names: std::collections::BTreeSet<&str> = updates
+            .iter()
+            .filter_map(|(_, t)| match t {
+                RouteTarget::Device(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
+        let ifindex = self.indexes(&names).await?;
+        let ops = updates
+            .into_iter()
+            .map(|(dst, t)| Planned::Write(dst, t))
+            .chain(deletes.into_iter().map(|(dst, t)| Planned::Delete(dst, t)));
+        let mut chunk = self.writer.chunk();
+        let mut planned = Vec::with_capacity(CHUNK);
+        for op in ops {
+            let (dst, target) = match &op {
+                Planned::Write(dst, t) => (*dst, Some(t)),
+                Planned::Delete(dst, _) => (*dst, None),
+            };
+            // A route that cannot be expressed (no such interface yet) fails on its own and the
+            // rest go ahead.
+            if let Err(e) = encode(&mut chunk, dst, target, &ifindex) {
+                self.refused.insert(dst);
+                self.report.failed.push((dst, e));
+                continue;
+            }
+            match &op {
+                Planned::Write(dst, t) => self.tracker.applied(*dst, t.clone()),
+                Planned::Delete(dst, _) => self.tracker.removed(dst),
+            }
+            planned.push(op);
+            if chunk.len() == CHUNK {
+                let next = self.writer.chunk();
+                self.send(
+                    std::mem::replace(&mut chunk, next),
+                    std::mem::take(&mut planned),
+                );
+                planned.reserve(CHUNK);
+            }
+        }
+        self.send(chunk, planned);
+        Ok(())
+    }
+
+    fn send(&mut self, chunk: Chunk, planned: Vec<Planned>) {
+        if chunk.is_empty() {
+            return;
+        }
+        match self.writer.submit(chunk) {
+            Ok(()) => self.in_flight.push_back(planned),
+            Err(e) => self.undo(planned, &e),
+        }
+    }
+
+    /// Waits for every chunk in flight and records its outcome.
+    async fn settle(&mut self) {
+        while let Some(w) = self.writer.collect().await {
+            self.fold(w);
+        }
+    }
+
+    /// Records one chunk's outcome: refused writes are undone in the tracker (so they are
+    /// retried), the rest counted.
+    fn fold(&mut self, w: Written) {
+        let Some(planned) = self.in_flight.pop_front() else {
+            return;
+        };
+        debug_assert_eq!(planned.len(), w.count);
+        if let Some(e) = w.failed {
+            self.undo(planned, &e);
+            return;
+        }
+        let mut errors = w.errors.into_iter().peekable();
+        for (i, p) in planned.into_iter().enumerate() {
+            let errno = match errors.peek() {
+                Some(&(at, errno)) if at == i => {
+                    errors.next();
+                    Some(errno)
+                }
+                _ => None,
+            };
+            match (p, errno) {
+                (Planned::Write(..), None) => self.report.written += 1,
+                // Already gone is what a delete wanted.
+                (Planned::Delete(..), None | Some(NO_SUCH_ROUTE)) => self.report.removed += 1,
+                (p, Some(errno)) => {
+                    let e = std::io::Error::from_raw_os_error(-errno).to_string();
+                    self.undo_one(p, e);
+                }
+            }
+        }
+    }
+
+    /// Undoes a chunk that never reached the kernel (or whose answer was lost).
+    fn undo(&mut self, planned: Vec<Planned>, e: &std::io::Error) {
+        warn!(routes = planned.len(), error = %e, "cannot send route changes to the kernel; will retry");
+        let why = format!("cannot send route changes to the kernel: {e}");
+        for p in planned {
+            self.undo_one(p, why.clone());
+        }
+        if self.write_error.is_none() {
+            self.write_error = Some(std::io::Error::new(e.kind(), e.to_string()));
+        }
+    }
+
+    fn undo_one(&mut self, p: Planned, why: String) {
+        let dst = match p {
+            Planned::Write(dst, target) => {
+                // Unless a later write of the same route is queued, the kernel's state is not
+                // known: forget it, so the route is written again.
+                if self.tracker.actual().get(&dst) == Some(&target) {
+                    self.tracker.removed(&dst);
+                }
+                warn!(%dst, ?target, error = %why, "cannot write route; will retry");
+                dst
+            }
+            Planned::Delete(dst, was) => {
+                if !self.tracker.actual().contains_key(&dst) {
+                    self.tracker.applied(dst, was.clone());
+                }
+                warn!(%dst, target = ?was, error = %why, "cannot delete route; will retry");
+                dst
+            }
+        };
+        self.refused.insert(dst);
+        self.report.failed.push((dst, why));
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::route::RouteScope;
+
     use super::*;
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn messages_round_trip_through_the_parser() {
-        let ifindex = HashMap::from([("mgy0123456789a".to_string(), 7)]);
-        let names: HashMap<u32, String> = ifindex.iter().map(|(n, i)| (*i, n.clone())).collect();
-        for (dst, target) in [
+    fn ifindex() -> HashMap<String, u32> {
+        HashMap::from([("mgy0123456789a".to_string(), 7)])
+    }
+
+    fn samples() -> Vec<(IpNet, RouteTarget)> {
+        vec![
             (
                 net("100.64.0.5/32"),
                 RouteTarget::Device("mgy0123456789a".into()),
@@ -448,6 +634,10 @@ mod tests {
                 RouteTarget::Via("198.18.0.12".parse().unwrap()),
             ),
             (
+                net("0.0.0.0/0"),
+                RouteTarget::Via("198.18.0.254".parse().unwrap()),
+            ),
+            (
                 net("fd00:100:64::5/128"),
                 RouteTarget::Device("mgy0123456789a".into()),
             ),
@@ -456,43 +646,125 @@ mod tests {
                 net("fd00:100:64::40/122"),
                 RouteTarget::Via("fd00:198:18::12".parse().unwrap()),
             ),
-        ] {
-            let msg = message(dst, &target, &ifindex).unwrap();
-            assert_eq!(parse(&msg, &names), Some((dst, target)));
+        ]
+    }
+
+    /// The same route as the `rtnetlink` crate builds it (the oracle for the hand-built bytes).
+    fn built(dst: IpNet, target: Option<&RouteTarget>) -> RouteMessage {
+        let b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst.network(), dst.prefix_len())
+            .unwrap()
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .table_id(u32::from(RouteHeader::RT_TABLE_MAIN));
+        let mut m = match target {
+            Some(RouteTarget::Device(name)) => b
+                .output_interface(ifindex()[name])
+                .scope(RouteScope::Link)
+                .build(),
+            Some(RouteTarget::Blackhole) => b.kind(RouteType::BlackHole).build(),
+            Some(RouteTarget::Via(gw)) => b.gateway(*gw).unwrap().priority(LEARNED_METRIC).build(),
+            None => b.build(),
+        };
+        if target.is_none() {
+            m.header.kind = RouteType::Unspec;
+            m.header.scope = RouteScope::NoWhere;
+        }
+        m
+    }
+
+    fn one(dst: IpNet, target: Option<&RouteTarget>) -> Vec<u8> {
+        let mut chunk = Chunk::default();
+        encode(&mut chunk, dst, target, &ifindex()).unwrap();
+        chunk.bytes().to_vec()
+    }
+
+    #[test]
+    fn hand_built_messages_are_the_bytes_rtnetlink_builds() {
+        for (dst, target) in samples() {
+            for target in [Some(&target), None] {
+                let (payload, flags) = match target {
+                    Some(_) => (
+                        RouteNetlinkMessage::NewRoute(built(dst, target)),
+                        NLM_F_CREATE | NLM_F_REPLACE,
+                    ),
+                    None => (RouteNetlinkMessage::DelRoute(built(dst, None)), 0),
+                };
+                let mut header = NetlinkHeader::default();
+                header.flags = NLM_F_REQUEST | flags;
+                header.sequence_number = 1;
+                let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(payload));
+                msg.finalize();
+                let mut want = vec![0; msg.buffer_len()];
+                msg.serialize(&mut want);
+                assert_eq!(one(dst, target), want, "{dst} {target:?}");
+            }
         }
     }
 
     #[test]
+    fn messages_round_trip_through_the_parser() {
+        let names: HashMap<u32, String> = ifindex().iter().map(|(n, i)| (*i, n.clone())).collect();
+        for (dst, target) in samples() {
+            let bytes = one(dst, Some(&target));
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes).unwrap();
+            let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) = msg.payload else {
+                panic!("not a new route: {msg:?}");
+            };
+            assert_eq!(parse(&m, &names), Some((dst, target)));
+        }
+    }
+
+    #[test]
+    fn a_chunk_numbers_its_messages_and_keeps_them_aligned() {
+        let mut chunk = Chunk::default();
+        for (dst, target) in samples() {
+            encode(&mut chunk, dst, Some(&target), &ifindex()).unwrap();
+        }
+        assert_eq!(chunk.len(), samples().len());
+        let (mut off, mut seq) = (0, 0);
+        while off < chunk.bytes().len() {
+            let msg =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(&chunk.bytes()[off..]).unwrap();
+            seq += 1;
+            assert_eq!(msg.header.sequence_number, seq);
+            assert_eq!(msg.header.length % 4, 0);
+            off += msg.header.length as usize;
+        }
+        assert_eq!(seq, samples().len() as u32);
+    }
+
+    #[test]
     fn routes_of_other_protocols_are_not_ours() {
-        let mut msg = message(
-            net("100.64.0.0/26"),
-            &RouteTarget::Blackhole,
-            &HashMap::new(),
-        )
-        .unwrap();
+        let mut msg = built(net("100.64.0.0/26"), Some(&RouteTarget::Blackhole));
         msg.header.protocol = RouteProtocol::Bird;
         assert_eq!(parse(&msg, &HashMap::new()), None);
     }
 
     #[test]
     fn a_device_route_to_a_missing_interface_is_refused_with_its_name() {
-        let err = message(
+        let mut chunk = Chunk::default();
+        let err = encode(
+            &mut chunk,
             net("100.64.0.5/32"),
-            &RouteTarget::Device("mgyabc".into()),
+            Some(&RouteTarget::Device("mgyabc".into())),
             &HashMap::new(),
         )
         .unwrap_err();
         assert_eq!(err, "interface mgyabc does not exist (yet)");
+        assert!(chunk.is_empty(), "nothing appended for a refused route");
     }
 
     #[test]
     fn a_next_hop_of_the_other_family_is_refused() {
-        let err = message(
+        let mut chunk = Chunk::default();
+        let err = encode(
+            &mut chunk,
             net("100.64.1.0/26"),
-            &RouteTarget::Via("fd00::1".parse().unwrap()),
+            Some(&RouteTarget::Via("fd00::1".parse().unwrap())),
             &HashMap::new(),
         )
         .unwrap_err();
         assert!(err.contains("not of the family"), "{err}");
+        assert!(chunk.is_empty());
     }
 }

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use margay_api::{IPAMConfig, IPPool};
 use margay_datastore::{Datastore, Typed};
 use margay_harness::fixtures::Etcd as EtcdServer;
-use margay_harness::{Bridge, Netns};
+use margay_harness::{Bridge, Netns, Underlay};
 
 use super::*;
 
@@ -132,33 +132,13 @@ impl Cluster {
     /// Each node namespace has a default route via the infra namespace at metric 1000, so that
     /// proxy ARP answers pods and a default route learned over BGP (metric 32) is preferred.
     pub fn start(tag: &str, roles: &[NodeRole], setup: Setup) -> Cluster {
-        let net = |s: &str| s.parse().unwrap();
-        let bridge = Bridge::new().expect("namespace (run as root)");
-        let infra = Netns::with_tag(&format!("{tag}-infra")).unwrap();
-        bridge
-            .attach(&infra, "eth0", &[net("198.18.0.254/24")])
-            .unwrap();
-        let etcd = EtcdServer::start_in(&infra, "198.18.0.254".parse().unwrap()).expect("etcd");
+        let Underlay {
+            bridge,
+            infra,
+            nodes,
+        } = Underlay::new(tag, roles.len()).expect("namespaces (run as root)");
+        let etcd = EtcdServer::start_in(&infra, Underlay::INFRA_V4.into()).expect("etcd");
         let endpoint = etcd.endpoint();
-        let nodes: Vec<Netns> = (1..=roles.len())
-            .map(|i| Netns::with_tag(&format!("{tag}-node{i}")).unwrap())
-            .collect();
-        for (i, node) in nodes.iter().enumerate() {
-            bridge
-                .attach(node, "eth0", &[net(&format!("198.18.0.{}/24", 11 + i))])
-                .unwrap();
-            node.exec(&[
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                "198.18.0.254",
-                "metric",
-                "1000",
-            ])
-            .unwrap();
-        }
         with_datastore(&nodes[0], &endpoint, setup);
         let dir = tempfile::tempdir().unwrap();
         let mut agents = Vec::new();

@@ -23,23 +23,8 @@ pub async fn connect(endpoint: String) -> margay_datastore::Result<Arc<dyn Datas
     ))
 }
 
-/// Polls `ok` every 100 ms until it holds; fails with `what` and `detail()` after `timeout`.
-pub fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut ok: impl FnMut() -> bool,
-    detail: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {timeout:?}:\n{}",
-            detail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+#[allow(unused_imports)]
+pub use margay_harness::wait_for;
 
 /// Writes an agent config for `node` into `dir` and returns its path.
 pub fn agent_config(dir: &Path, node: &str, etcd: &str) -> PathBuf {

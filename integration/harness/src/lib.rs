@@ -54,8 +54,21 @@ pub mod proxy;
 pub use cmd::Output;
 pub use daemon::{Daemon, DaemonBuilder, Ready};
 pub use error::{Error, Result};
-pub use link::{Bridge, Pair};
+pub use link::{Bridge, Pair, Underlay};
 pub use netns::{
     NETNS_PREFIX, Netns, delete as delete_netns, list_all, list_ours, list_this_process,
     require_root, sweep_stale,
 };
+
+/// Polls `ok` every 100 ms until it holds; panics with `what` and `detail()` after `timeout`.
+/// (The test-side face of [`fixtures::wait_for`].)
+pub fn wait_for(
+    what: &str,
+    timeout: std::time::Duration,
+    mut ok: impl FnMut() -> bool,
+    detail: impl Fn() -> String,
+) {
+    if let Err(e) = fixtures::wait_for(what, timeout, || Ok(ok().then_some(()))) {
+        panic!("{e}:\n{}", detail());
+    }
+}

@@ -121,6 +121,16 @@ impl Netns {
         self.ip(&args)
     }
 
+    /// Adds a default route via `gateway` (IPv4 or IPv6, in the test ranges) at `metric`.
+    pub fn add_default_route(&self, gateway: IpAddr, metric: u32) -> Result<()> {
+        check_addr(gateway)?;
+        let family = if gateway.is_ipv4() { "-4" } else { "-6" };
+        let (gw, metric) = (gateway.to_string(), metric.to_string());
+        self.ip(&[
+            family, "route", "add", "default", "via", &gw, "metric", &metric,
+        ])
+    }
+
     /// Sets sysctl `key` (e.g. `net.ipv4.ip_forward`) to `value` inside this namespace only.
     /// Only `net.*` keys are accepted: the others are not per-namespace and would change the host.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
@@ -220,6 +230,63 @@ impl Bridge {
         }
         node.link_up(ifname)?;
         Ok(port)
+    }
+}
+
+/// The underlay the multi-node tests share (and the lab's layout): one [`Bridge`], an infra
+/// namespace `TAG-infra` at [`Underlay::INFRA_V4`]/24 (where etcd or the API server runs), and
+/// node namespaces `TAG-node1`, `TAG-node2`, … at [`Underlay::node_v4`]/24, each with a default
+/// route via infra at [`Underlay::DEFAULT_METRIC`].
+#[derive(Debug)]
+pub struct Underlay {
+    /// The bridge.
+    pub bridge: Bridge,
+    /// The infra namespace (loopback up).
+    pub infra: Netns,
+    /// The nodes, node1 first.
+    pub nodes: Vec<Netns>,
+}
+
+impl Underlay {
+    /// The infra namespace's address, 198.18.0.254.
+    pub const INFRA_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+    /// The metric of the nodes' default route via infra: a default route learned over BGP
+    /// (metric 32) or set by an operator (0) takes over. With it, proxy ARP answers pods.
+    pub const DEFAULT_METRIC: u32 = 1000;
+
+    /// Node `i`'s address (0-based): 198.18.0.11, .12, …
+    pub fn node_v4(i: usize) -> Ipv4Addr {
+        let i = u8::try_from(i)
+            .ok()
+            .filter(|i| *i < 240)
+            .expect("at most 240 nodes");
+        Ipv4Addr::new(198, 18, 0, 11 + i)
+    }
+
+    /// Creates the bridge, infra and `nodes` node namespaces.
+    pub fn new(tag: &str, nodes: usize) -> Result<Underlay> {
+        let bridge = Bridge::new()?;
+        let infra = Netns::with_tag(&format!("{tag}-infra"))?;
+        bridge.attach(
+            &infra,
+            "eth0",
+            &[IpNet::new(Self::INFRA_V4.into(), 24).expect("/24")],
+        )?;
+        infra.link_up("lo")?;
+        let nodes = (0..nodes)
+            .map(|i| {
+                let node = Netns::with_tag(&format!("{tag}-node{}", i + 1))?;
+                let addr = IpNet::new(Self::node_v4(i).into(), 24).expect("/24");
+                bridge.attach(&node, "eth0", &[addr])?;
+                node.add_default_route(Self::INFRA_V4.into(), Self::DEFAULT_METRIC)?;
+                Ok(node)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Underlay {
+            bridge,
+            infra,
+            nodes,
+        })
     }
 }
 

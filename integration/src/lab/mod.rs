@@ -28,7 +28,7 @@ pub mod supervisor;
 pub mod sync;
 pub mod up;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` with
 /// "`what` not within …" and the detail `last` gives.
@@ -38,21 +38,14 @@ pub fn wait_for<T>(
     mut check: impl FnMut() -> Option<T>,
     last: impl Fn() -> String,
 ) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(t) = check() {
-            return Ok(t);
-        }
-        if Instant::now() > deadline {
-            let detail = last();
-            anyhow::bail!(
-                "{what}: not within {} s{}{detail}",
-                timeout.as_secs(),
-                if detail.is_empty() { "" } else { "\n" }
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    margay_harness::fixtures::wait_for(what, timeout, || Ok(check())).map_err(|_| {
+        let detail = last();
+        anyhow::anyhow!(
+            "{what}: not within {} s{}{detail}",
+            timeout.as_secs(),
+            if detail.is_empty() { "" } else { "\n" }
+        )
+    })
 }
 
 /// The last `n` lines of a log file, for error messages.

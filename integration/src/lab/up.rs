@@ -13,7 +13,7 @@ use margay_api::{
     BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, BlockAffinity, IPPool, IPPoolSpec,
 };
 use margay_datastore::Typed;
-use margay_harness::{Netns, delete_netns, list_all};
+use margay_harness::{Netns, Underlay, delete_netns, list_all};
 
 use super::bins::Bins;
 use super::ds::{with_ds, with_workloads};
@@ -243,7 +243,7 @@ fn underlay(
         )?;
         // A default route lets proxy ARP (and NDP) on the pods' veths answer for 169.254.1.1,
         // and leads to the internet; at metric 1000 so that one learned over BGP wins.
-        default_route(&ns, o.ipv6)?;
+        default_route(&ns, plan.infra, o.ipv6)?;
         let dir = lab.join(&n.name);
         std::fs::create_dir_all(&dir)?;
         st.nodes.push(NodeState {
@@ -263,7 +263,7 @@ fn underlay(
             &ns,
             &underlay_addrs(r.ipv4, r.ipv6)?,
         )?;
-        default_route(&ns, o.ipv6)?;
+        default_route(&ns, plan.infra, o.ipv6)?;
         std::fs::create_dir_all(lab.join(&r.name))?;
         st.reflectors.push(ReflectorState {
             name: r.name.clone(),
@@ -298,21 +298,11 @@ fn underlay(
     Ok((infra, node_ns))
 }
 
-fn default_route(ns: &Netns, ipv6: bool) -> anyhow::Result<()> {
-    ns.exec(&[
-        "ip",
-        "route",
-        "add",
-        "default",
-        "via",
-        "198.18.0.254",
-        "metric",
-        "1000",
-    ])?;
+/// The node's way out, via infra (a default route learned over BGP takes over).
+fn default_route(ns: &Netns, infra: std::net::Ipv4Addr, ipv6: bool) -> anyhow::Result<()> {
+    ns.add_default_route(infra.into(), Underlay::DEFAULT_METRIC)?;
     if ipv6 {
-        ns.exec(&[
-            "ip", "-6", "route", "add", "default", "via", INFRA_V6, "metric", "1000",
-        ])?;
+        ns.add_default_route(INFRA_V6.parse()?, Underlay::DEFAULT_METRIC)?;
     }
     Ok(())
 }

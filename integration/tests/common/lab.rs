@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use margay_integration::lab::state::{LabDir, Proc, State};
 use serde_json::Value;
@@ -172,13 +171,4 @@ pub fn assert_nothing_left(lab: &Lab, before: &State) {
     assert!(!lab.dir.path().join("state.json").exists());
     assert!(!before.etcd_data.exists(), "{}", before.etcd_data.display());
     assert!(!lab.dir.path().join("supervisor.sock").exists());
-}
-
-/// Polls `f` every 250 ms until it holds; panics naming `what` after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
