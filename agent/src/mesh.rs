@@ -492,7 +492,16 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<Bgp> 
     tokio::spawn(async move {
         // A burst: changes taken since the queue was last empty, and when it began.
         let mut burst: Option<(std::time::Instant, usize)> = None;
-        while let Some(mut batch) = changes.recv().await {
+        // Changes that arrived while the kernel was being waited for, taken next.
+        let mut next: Option<Vec<RouteChange>> = None;
+        loop {
+            let mut batch = match next.take() {
+                Some(b) => b,
+                None => match changes.recv().await {
+                    Some(b) => b,
+                    None => break,
+                },
+            };
             let Some(routes) = &routes else { continue };
             // Whatever the speaker produced meanwhile is taken together: fuller netlink batches
             // when routes arrive faster than they are installed (a full table from a peer), no
@@ -553,26 +562,34 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<Bgp> 
                     }
                 }
             }
-            // Queued for the writer thread; while the speaker has more, take it (the kernel works
-            // meanwhile). Once nothing waits, wait for the kernel's answers, so refusals are
-            // reported and retried.
-            let done = if changes.is_empty() {
-                let done = r.apply().await.map(|_| ());
-                if let Some((t, n)) = burst.take()
-                    && n >= BURST_LOG
-                {
-                    info!(
-                        changes = n,
-                        ms = t.elapsed().as_millis() as u64,
-                        "learned routes written to the kernel"
-                    );
-                }
-                done
-            } else {
-                r.submit().await
-            };
-            if let Err(e) = done {
+            drop(learned);
+            // Queued for the writer thread, which writes while the next changes are decided.
+            // Once none are queued, wait for the kernel's answers (refusals are logged, and the
+            // next apply, at the latest the periodic resync, retries them), unless more changes
+            // come first: those are taken at once, the kernel never waits for this task.
+            if let Err(e) = r.submit().await {
                 warn!(error = %e, "cannot install learned routes");
+            }
+            if !changes.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                biased;
+                more = changes.recv() => next = more,
+                done = r.flush() => {
+                    if let Err(e) = done {
+                        warn!(error = %e, "cannot install learned routes");
+                    }
+                    if let Some((t, n)) = burst.take()
+                        && n >= BURST_LOG
+                    {
+                        info!(
+                            changes = n,
+                            ms = t.elapsed().as_millis() as u64,
+                            "learned routes written to the kernel"
+                        );
+                    }
+                }
             }
         }
     });

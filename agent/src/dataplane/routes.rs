@@ -449,6 +449,14 @@ impl RouteDriver {
         self.refused.clear();
         self.report.failed.clear();
         self.submit().await?;
+        self.flush().await
+    }
+
+    /// Waits for the kernel's answers to everything queued and reports them (the routes that
+    /// failed since the last `apply`), without writing anything new: refused routes wait for the
+    /// next [`RouteDriver::apply`]. Cancel-safe: dropped before the end, nothing is lost (the
+    /// answers collected so far are kept for the next report).
+    pub async fn flush(&mut self) -> Result<ApplyReport, RouteError> {
         self.settle().await;
         let report = std::mem::take(&mut self.report);
         if let Some(e) = self.write_error.take() {
