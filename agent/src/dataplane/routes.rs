@@ -10,6 +10,10 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
+use libc::{
+    RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RT_SCOPE_UNIVERSE, RTA_DST, RTA_GATEWAY, RTA_OIF,
+    RTA_PRIORITY, RTM_DELROUTE, RTM_NEWROUTE, RTN_BLACKHOLE, RTN_UNICAST, RTN_UNSPEC,
+};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::LinkAttribute;
@@ -72,19 +76,6 @@ pub struct ApplyReport {
     /// Routes that failed, with the kernel's reason; retried on the next apply.
     pub failed: Vec<(IpNet, String)>,
 }
-
-const RTM_NEWROUTE: u16 = 24;
-const RTM_DELROUTE: u16 = 25;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_GATEWAY: u16 = 5;
-const RTA_PRIORITY: u16 = 6;
-const RT_SCOPE_UNIVERSE: u8 = 0;
-const RT_SCOPE_LINK: u8 = 253;
-const RT_SCOPE_NOWHERE: u8 = 255;
-const RTN_UNSPEC: u8 = 0;
-const RTN_UNICAST: u8 = 1;
-const RTN_BLACKHOLE: u8 = 6;
 
 fn family(a: IpAddr) -> u8 {
     (if a.is_ipv4() {
