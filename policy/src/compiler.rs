@@ -641,6 +641,9 @@ impl Compiler {
             .collect();
         ifaces.sort_unstable();
         ifaces.dedup();
+        // A pod interface the model does not know yet (its endpoint's chains are still being
+        // programmed) sends nothing, as Felix's "unknown interface" drop: otherwise a new pod
+        // could send from any address until its anti-spoofing rule is in.
         let from: Vec<Rule> = ifaces
             .iter()
             .map(|i| {
@@ -649,6 +652,7 @@ impl Compiler {
                     format!("from {i}"),
                 )
             })
+            .chain([Rule::new("-j DROP", "from an unknown pod interface")])
             .collect();
         let to: Vec<Rule> = ifaces
             .iter()
