@@ -22,8 +22,9 @@
 //! `bench/fib_bench.sh` and `bench/bgp_inject.py`), `REPS` (3), `EPS` (1000), `REMOTE` (10000),
 //! `KEEP=1` keeps the work directory (agent logs, the agent's smaps after the endpoints);
 //! `AGENT_PROBE` is a shell command run at that moment with `$AGENT_PID` and `$AGENT_LOG`;
-//! `INSTALL_PROBE` one started (with `$AGENT_PID`) just before the injector of each install and
-//! waited for after it (e.g. `perf record -g -p $AGENT_PID -o … -- sleep 3`, for a CPU profile).
+//! `INSTALL_PROBE` one started (with the same variables) just before the injector of each
+//! install and waited for after it (e.g. `perf record -g -p $AGENT_PID -o … -- sleep 3`, for a
+//! CPU profile).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -302,6 +303,18 @@ impl Node {
             .collect())
     }
 
+    /// The shell command in environment variable `var`, if set, to run with `$AGENT_PID` and
+    /// `$AGENT_LOG` (a profiler attached to the agent, say).
+    fn probe(&self, var: &str) -> Option<Command> {
+        let script = std::env::var(var).ok()?;
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script])
+            .env("AGENT_PID", self.agent.pid().to_string())
+            .env("AGENT_LOG", self.agent.log_path())
+            .stdout(Stdio::null());
+        Some(cmd)
+    }
+
     /// utime + stime of the agent, in seconds (USER_HZ = 100).
     fn cpu_s(&self) -> Result<f64> {
         let s = std::fs::read_to_string(format!("/proc/{}/stat", self.agent.pid()))?;
@@ -320,15 +333,9 @@ struct Install {
 fn bench_install(env: &Env, n: u64, rep: usize) -> Result<Install> {
     let node = Node::start(env, &format!("i{rep}"))?;
     let cpu0 = node.cpu_s()?;
-    let probe = match std::env::var("INSTALL_PROBE") {
-        Ok(cmd) => Some(
-            Command::new("sh")
-                .args(["-c", &cmd])
-                .env("AGENT_PID", node.agent.pid().to_string())
-                .stdout(Stdio::null())
-                .spawn()?,
-        ),
-        Err(_) => None,
+    let probe = match node.probe("INSTALL_PROBE") {
+        Some(mut cmd) => Some(cmd.spawn()?),
+        None => None,
     };
     let (secs, _inj) = node.learn(env, n)?;
     if let Some(mut p) = probe {
@@ -450,14 +457,8 @@ fn bench_endpoints(env: &Env, eps: usize, remote: u64, rep: usize) -> Result<End
     std::fs::copy(format!("/proc/{pid}/smaps"), node.dir.join("agent.smaps"))?;
     // AGENT_PROBE: a shell command run now with $AGENT_PID and $AGENT_LOG set (e.g. gdb calling
     // malloc_stats(), whose report lands in the agent's log), for a memory profile.
-    if let Ok(probe) = std::env::var("AGENT_PROBE") {
-        let st = Command::new("sh")
-            .args(["-c", &probe])
-            .env("AGENT_PID", pid.to_string())
-            .env("AGENT_LOG", node.agent.log_path())
-            .stdout(Stdio::null())
-            .status()?;
-        eprintln!("[agent_bench] AGENT_PROBE exited with {st}");
+    if let Some(mut cmd) = node.probe("AGENT_PROBE") {
+        eprintln!("[agent_bench] AGENT_PROBE exited with {}", cmd.status()?);
     }
     let local = node
         .ns

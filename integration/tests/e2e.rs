@@ -313,9 +313,7 @@ fn kubernetes_datastore_pods_reach_each_other_and_a_policy_blocks_and_opens() {
     lab.ok(&["probe", "default/pod-1-1", "default/pod-3-1", "80/TCP"]);
     lab.ok(&["policy", "delete", "default/deny"]);
     lab.ok(&["probe", "default/pod-1-1", "default/pod-2-1", "80/TCP"]);
-    let st = lab.state();
-    lab.ok(&["down"]);
-    assert_nothing_left(&lab, &st);
+    lab.down_leaving_nothing();
 }
 
 /// With the Kubernetes datastore the lab writes Pods, not WorkloadEndpoints: a pod's labels and
@@ -430,7 +428,5 @@ fn kubernetes_datastore_keeps_pod_labels_on_pods_and_a_deleted_nodes_pods_free_t
         lab.code(&["probe", "default/pod-1-1", "default/pod-2-1", "80/TCP"]),
         0
     );
-    let st = lab.state();
-    lab.ok(&["down"]);
-    assert_nothing_left(&lab, &st);
+    lab.down_leaving_nothing();
 }

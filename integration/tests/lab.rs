@@ -231,9 +231,7 @@ fn a_lab_comes_up_answers_status_and_probes_and_goes_down() {
     );
     assert_eq!(lab_namespaces(&lab.prefix()).len(), 7);
 
-    let before = lab.state();
-    lab.ok(&["down"]);
-    assert_nothing_left(&lab, &before);
+    lab.down_leaving_nothing();
 }
 
 #[test]
@@ -348,9 +346,7 @@ fn two_commands_at_once_do_not_corrupt_the_state() {
         "br, infra, internet, node, 4 pods"
     );
 
-    let before = lab.state();
-    lab.ok(&["down"]);
-    assert_nothing_left(&lab, &before);
+    lab.down_leaving_nothing();
 }
 
 #[test]
@@ -429,9 +425,7 @@ fn a_dual_stack_lab_gives_pods_both_families_routed_between_nodes() {
         .to_owned();
     let to = pods[1]["name"].as_str().unwrap().to_owned();
     assert_eq!(lab.code(&["ping", &to, &back, "-c", "1"]), 0);
-    let before = lab.state();
-    lab.ok(&["down"]);
-    assert_nothing_left(&lab, &before);
+    lab.down_leaving_nothing();
 }
 
 #[test]

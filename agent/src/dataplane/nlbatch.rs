@@ -147,11 +147,6 @@ impl Writer {
         Ok(())
     }
 
-    /// Chunks submitted and not collected yet.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
     /// The next outcome if it is ready.
     pub fn try_collect(&mut self) -> Option<Written> {
         let (w, chunk) = self.done.try_recv().ok()?;

@@ -65,6 +65,13 @@ impl Lab {
         self.run(args).status.code().unwrap_or(-1)
     }
 
+    /// `down`, then checks it left nothing ([`assert_nothing_left`]).
+    pub fn down_leaving_nothing(&self) {
+        let before = self.state();
+        self.ok(&["down"]);
+        assert_nothing_left(self, &before);
+    }
+
     pub fn state(&self) -> State {
         serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("state.json")).unwrap())
             .unwrap()
