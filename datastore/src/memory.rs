@@ -7,7 +7,9 @@
 //! `Unavailable`.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 
@@ -38,6 +40,8 @@ pub struct Memory {
 struct Inner {
     state: Mutex<State>,
     changed: tokio::sync::watch::Sender<()>,
+    /// Microseconds every write waits before it is carried out.
+    write_latency_us: AtomicU64,
 }
 
 impl Inner {
@@ -71,6 +75,7 @@ impl Memory {
         let inner = Inner {
             state: Mutex::new(State::default()),
             changed: tokio::sync::watch::channel(()).0,
+            write_latency_us: AtomicU64::new(0),
         };
         Self {
             inner: Arc::new(inner),
@@ -134,6 +139,20 @@ impl Memory {
         self.inner.changed.send_replace(());
     }
 
+    /// Makes every create, update and delete wait `latency` before it is carried out, as a
+    /// round trip to etcd would: for tests of what callers do while their writes are in flight.
+    pub fn set_write_latency(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.inner.write_latency_us.store(us, Ordering::Relaxed);
+    }
+
+    async fn write_delay(&self) {
+        let us = self.inner.write_latency_us.load(Ordering::Relaxed);
+        if us > 0 {
+            tokio::time::sleep(Duration::from_micros(us)).await;
+        }
+    }
+
     /// Stores raw bytes without any check, as a foreign writer could: for tests of bad data.
     pub fn put_raw(&self, key: &Key, value: Vec<u8>) {
         let mut state = self.inner.state();
@@ -191,6 +210,7 @@ impl Datastore for Memory {
     }
 
     async fn create(&self, key: &Key, value: Vec<u8>) -> Result<Revision> {
+        self.write_delay().await;
         let mut state = self.lock()?;
         if state.objects.contains_key(key) {
             return Err(Error::AlreadyExists(key.clone()));
@@ -199,6 +219,7 @@ impl Datastore for Memory {
     }
 
     async fn update(&self, key: &Key, value: Vec<u8>, expected: &Revision) -> Result<Revision> {
+        self.write_delay().await;
         let want = parse_rev(expected)?;
         let mut state = self.lock()?;
         match state.objects.get(key) {
@@ -215,6 +236,7 @@ impl Datastore for Memory {
     }
 
     async fn delete(&self, key: &Key, expected: Option<&Revision>) -> Result<()> {
+        self.write_delay().await;
         let want = expected.map(parse_rev).transpose()?;
         let mut state = self.lock()?;
         match (state.objects.get(key), want) {

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
@@ -70,12 +71,27 @@ pub struct AssignArgs {
     pub request: PodRequest,
 }
 
+/// How [`NodeAllocator::fill_from_own`] reads a block's free-address hint.
+#[derive(Debug, Clone, Copy)]
+enum Hint {
+    /// Skip a block whose free addresses are all asked for by requests in flight: concurrent
+    /// allocations spread over the blocks instead of queueing on one.
+    Spread,
+    /// Ask every block not known to be full. The in-flight count also holds writes that are done
+    /// but whose callers have not resumed yet, so it may call a block full that is not; before a
+    /// new block is claimed, the block itself decides.
+    AskUnlessFull,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct NodeState {
     /// The node's confirmed blocks; `None` until read (and recovered) from the datastore.
     pub affine: Mutex<Option<BTreeSet<IpNet>>>,
     /// Held while claiming or giving up a block.
     pub claim: tokio::sync::Mutex<()>,
+    /// Blocks claimed so far: a request that waited for the claim lock looks at the node's
+    /// blocks again if this moved.
+    pub claims: AtomicU64,
 }
 
 /// The allocator of one node. Cheap to clone; the agent keeps one for its node.
@@ -230,28 +246,44 @@ impl NodeAllocator {
         let pools = self.usable_pools(family, requested).await?;
         let nets: Vec<IpNet> = pools.iter().filter_map(|p| p.spec.net()).collect();
         let config = self.ipam.config(false).await?;
-        self.fill_from_own(&nets, n, attr, got).await?;
         let mut at_max = None;
-        if got.len() < n {
+        let mut hint = Hint::Spread;
+        loop {
+            let claims_seen = self.state.claims.load(Ordering::Acquire);
+            self.fill_from_own(&nets, n, attr, got, hint).await?;
+            if got.len() >= n {
+                break;
+            }
+            // One claim at a time per node; the lock is held for the decision and the claim,
+            // never for an allocation in a block already held, so waiting requests do not queue
+            // behind each other's writes.
             let _claiming = self.state.claim.lock().await;
-            // Another allocation may have claimed a block while this one waited.
-            self.fill_from_own(&nets, n, attr, got).await?;
-            while got.len() < n {
-                let claim = self.claim_block(&pools, &config).await.inspect_err(|_| {
-                    // A claim cut short leaves a half-done claim: read and recover next time.
-                    self.refresh();
-                })?;
-                match claim {
-                    Claim::Claimed(net) => {
-                        self.take(net, n - got.len(), Use::Affine, attr, got)
-                            .await?
-                    }
-                    Claim::AtMax(max) => {
-                        at_max = Some(max);
-                        break;
-                    }
-                    Claim::NoSpace | Claim::NotAllowed => break,
+            if self.state.claims.load(Ordering::Acquire) != claims_seen {
+                // Another allocation claimed a block while this one waited: try it first.
+                hint = Hint::Spread;
+                continue;
+            }
+            if matches!(hint, Hint::Spread) && self.any_own_block_not_full(&nets).await? {
+                // The in-flight hint called the blocks full; let the blocks themselves say so.
+                hint = Hint::AskUnlessFull;
+                continue;
+            }
+            let claim = self.claim_block(&pools, &config).await.inspect_err(|_| {
+                // A claim cut short leaves a half-done claim: read and recover next time.
+                self.refresh();
+            })?;
+            match claim {
+                Claim::Claimed(net) => {
+                    self.state.claims.fetch_add(1, Ordering::AcqRel);
+                    self.take(net, n - got.len(), Use::Affine, attr, got)
+                        .await?;
+                    hint = Hint::Spread;
                 }
+                Claim::AtMax(max) => {
+                    at_max = Some(max);
+                    break;
+                }
+                Claim::NoSpace | Claim::NotAllowed => break,
             }
         }
         if got.len() < n && !config.strict_affinity {
@@ -283,6 +315,7 @@ impl NodeAllocator {
         n: usize,
         attr: &AllocationAttribute,
         got: &mut Vec<Assigned>,
+        hint: Hint,
     ) -> Result<()> {
         for block in self.affine_blocks().await? {
             if got.len() >= n {
@@ -292,7 +325,10 @@ impl NodeAllocator {
                 continue;
             }
             let c = self.ipam.inner.committers.get(block);
-            let ask = c.reserve(n - got.len());
+            let ask = match hint {
+                Hint::Spread => c.reserve(n - got.len()),
+                Hint::AskUnlessFull => c.reserve_unless_full(n - got.len()),
+            };
             if ask == 0 {
                 continue;
             }
@@ -301,6 +337,17 @@ impl NodeAllocator {
             r?;
         }
         Ok(())
+    }
+
+    /// Whether one of the node's blocks in `nets` was not full when last seen.
+    async fn any_own_block_not_full(&self, nets: &[IpNet]) -> Result<bool> {
+        let committers = &self.ipam.inner.committers;
+        Ok(self
+            .affine_blocks()
+            .await?
+            .into_iter()
+            .filter(|b| nets.iter().any(|p| p.contains(b)))
+            .any(|b| committers.get(b).free_hint() != Some(0)))
     }
 
     async fn borrow(

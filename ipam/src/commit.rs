@@ -99,6 +99,14 @@ impl Committer {
         ask
     }
 
+    /// Like [`Committer::reserve`], but asks for all of `want` unless the block was full when
+    /// last seen, whatever other requests are asking for.
+    pub fn reserve_unless_full(&self, want: usize) -> usize {
+        let ask = if self.free_hint() == Some(0) { 0 } else { want };
+        self.inflight.fetch_add(ask, Ordering::Relaxed);
+        ask
+    }
+
     /// Ends a [`Committer::reserve`].
     pub fn unreserve(&self, n: usize) {
         self.inflight.fetch_sub(n, Ordering::Relaxed);

@@ -217,7 +217,11 @@ async fn release_by_ip_frees_the_address_and_updates_its_handle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_pods_starting_together_share_block_writes() {
-    let ds = memory();
+    // Writes take a round trip, as to etcd: while one is in flight the next requests queue up.
+    // (Instant writes could let each request find the block free and write alone.)
+    let store = margay_datastore::Memory::new();
+    store.set_write_latency(Duration::from_millis(2));
+    let ds: Arc<dyn Datastore> = Arc::new(store);
     add_pool(&ds, "p", "100.64.0.0/20", 26).await;
     let n1 = node(&ds, "n1");
     let tasks: Vec<_> = (0..100)
@@ -237,7 +241,10 @@ async fn a_hundred_pods_starting_together_share_block_writes() {
     assert_eq!(ips.len(), 100);
     let (writes, ops) = n1.ipam().group_commit_stats();
     assert!(ops >= 100, "every allocation went through group commit");
-    assert!(writes < 100, "{writes} block writes carried {ops} requests");
+    assert!(
+        writes < 50,
+        "{writes} block writes carried {ops} requests: group commit should batch"
+    );
     assert_eq!(
         blocks(&ds).await.len(),
         2,
