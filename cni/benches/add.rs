@@ -3,6 +3,9 @@
 //! once followed by 100 DELs at once, on one node; p50/p99 and the ratio to the reference.
 //!
 //!     cargo bench -p margay-cni --bench add          # root; COUNT=100 by default
+//!
+//! `KEEP_LOGS=DIR` copies the plugin's log (one line per call, with each step's duration) and the
+//! agent's log there.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -136,6 +139,13 @@ fn main() {
         &margay_conf,
         n,
     );
+
+    if let Ok(dir) = std::env::var("KEEP_LOGS") {
+        std::fs::create_dir_all(&dir).expect("KEEP_LOGS directory");
+        for f in ["cni.log", "agent.log"] {
+            let _ = std::fs::copy(s.dir.path().join(f), Path::new(&dir).join(f));
+        }
+    }
 
     let reference = Netns::with_tag("bref-node").unwrap();
     let host_local = json!({

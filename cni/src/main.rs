@@ -62,8 +62,9 @@ fn run(command: &str) -> Result<Option<Value>, (CniError, String)> {
     let (conf, raw) = read_conf().map_err(fail)?;
     let env = Env::from(|k| std::env::var(k).ok());
     let v = conf.cni_version.clone();
+    let mut phases = plugin::Phases::default();
     let res = match command {
-        "ADD" => plugin::add(&conf, &env).map(Some),
+        "ADD" => plugin::add_timed(&conf, &env, &mut phases).map(Some),
         "DEL" => plugin::del(&conf, &env).map(|()| None),
         "CHECK" => plugin::check(&conf, &env).map(|()| None),
         "STATUS" => plugin::status(&conf).map(|()| None),
@@ -74,6 +75,7 @@ fn run(command: &str) -> Result<Option<Value>, (CniError, String)> {
         &env,
         command,
         &res.as_ref().map(|_| ()).map_err(ToString::to_string),
+        &phases,
     );
     res.map_err(|e| (e, v))
 }

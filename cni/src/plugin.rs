@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use margay_agent::localapi::ApiError;
@@ -218,8 +218,46 @@ pub fn result(
     })
 }
 
+/// How long the steps of one call took, for the log line (`allocate_ms=… veth_ms=…`).
+#[derive(Debug)]
+pub struct Phases {
+    last: Instant,
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Phases {
+            last: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+}
+
+impl Phases {
+    /// Records that `step` ended now (it began when the previous one ended).
+    pub fn end(&mut self, step: &'static str) {
+        let now = Instant::now();
+        self.done.push((step, now - self.last));
+        self.last = now;
+    }
+
+    /// ` step_ms=N.N` for each step, in order.
+    pub fn render(&self) -> String {
+        self.done
+            .iter()
+            .map(|(s, d)| format!(" {s}_ms={:.1}", d.as_secs_f64() * 1000.0))
+            .collect()
+    }
+}
+
 /// ADD: addresses from the agent, the veth, then endpoint_up; any failure undoes what was done.
 pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
+    add_timed(conf, env, &mut Phases::default())
+}
+
+/// [`add`], recording how long each step took.
+pub fn add_timed(conf: &NetConf, env: &Env, phases: &mut Phases) -> Result<Value, CniError> {
     env.require_container()?;
     let netns = env
         .netns
@@ -237,6 +275,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
             ip_addrs: Vec::new(),
         })
         .map_err(agent_error)?;
+    phases.end("allocate");
     let undo = |e: CniError| {
         let _ = c.endpoint_down(EndpointDown {
             attachment: Some(att.clone()),
@@ -263,6 +302,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
     let _ = crate::veth::delete(&host_if);
     let pod_mac = crate::veth::create(&netns, &host_if, &env.ifname, &addrs, conf.mtu)
         .map_err(|e| undo(CniError::new(Code::Plugin, e, None)))?;
+    phases.end("veth");
     c.endpoint_up(EndpointUp {
         attachment: Some(att.clone()),
         host_ifname: host_if.clone(),
@@ -273,6 +313,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
         let _ = crate::veth::delete(&host_if);
         undo(agent_error(e))
     })?;
+    phases.end("endpoint_up");
     Ok(result(
         &conf.cni_version,
         &host_if,
@@ -386,7 +427,13 @@ pub fn gc(conf: &NetConf, raw: &Value) -> Result<(), CniError> {
 
 /// Appends one line about a call to the configured log file (best effort: logging never fails a
 /// call).
-pub fn log(conf: &NetConf, env: &Env, command: &str, outcome: &Result<(), String>) {
+pub fn log(
+    conf: &NetConf,
+    env: &Env,
+    command: &str,
+    outcome: &Result<(), String>,
+    phases: &Phases,
+) {
     let Some(path) = &conf.log_file else { return };
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -397,13 +444,14 @@ pub fn log(conf: &NetConf, env: &Env, command: &str, outcome: &Result<(), String
         Err(e) => format!("error: {e}"),
     };
     let line = format!(
-        "{secs} container={} netns={} ifname={} command={command} {what}\n",
+        "{secs} container={} netns={} ifname={}{} command={command} {what}\n",
         env.container_id,
         env.netns
             .as_deref()
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
-        env.ifname
+        env.ifname,
+        phases.render(),
     );
     use std::io::Write as _;
     if let Ok(mut f) = std::fs::OpenOptions::new()

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use netlink_packet_route::route::RouteScope;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -95,57 +95,37 @@ pub fn create(
     addrs: &[IpNet],
     mtu: Option<u32>,
 ) -> Result<String> {
-    let tmp = format!("{host_if}p");
     let ns_file = File::open(netns)
         .map_err(|e| format!("cannot open network namespace {}: {e}", netns.display()))?;
     let fd = ns_file.as_raw_fd();
-    let (h, t) = (host_if.to_owned(), tmp.clone());
+    let (h, p) = (host_if.to_owned(), pod_if.to_owned());
+    // One request creates both ends, each with its final name in its own namespace (as the
+    // reference ptp plugin does): moving a device between namespaces afterwards waits for an RCU
+    // grace period under the RTNL lock, which serialised concurrent ADDs. The host side comes up
+    // with it; the pod side cannot (the kernel pairs the ends only after creating the peer).
     with_handle(None, async move |handle| {
-        let mut b = LinkVeth::new(&h, &t).address(HOST_MAC.to_vec());
+        let mut peer = LinkUnspec::new_with_name(&p).setns_by_fd(fd);
+        let mut b = LinkVeth::new(&h, &p).address(HOST_MAC.to_vec()).up();
         if let Some(m) = mtu {
+            peer = peer.mtu(m);
             b = b.mtu(m);
         }
         handle
             .link()
-            .add(b.build())
-            .execute()
-            .await
-            .map_err(|e| format!("cannot create veth {h}: {e}"))?;
-        let peer = link(&handle, &t)
-            .await?
-            .ok_or_else(|| format!("veth peer {t} vanished"))?;
-        handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(peer.header.index)
-                    .setns_by_fd(fd)
+            .add(
+                b.set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
                     .build(),
             )
             .execute()
             .await
-            .map_err(|e| format!("cannot move {t} into the pod's namespace: {e}"))?;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_name(&h).up().build())
-            .execute()
-            .await
-            .map_err(|e| format!("cannot bring {h} up: {e}"))
-    })
-    .inspect_err(|_| {
-        let _ = delete(host_if);
+            .map_err(|e| format!("cannot create veth {h} with {p} in the pod's namespace: {e}"))
     })?;
-    let (p, t, addrs) = (pod_if.to_owned(), tmp, addrs.to_vec());
+    let (p, addrs) = (pod_if.to_owned(), addrs.to_vec());
     with_handle(Some(netns), async move |handle| {
-        let l = link(&handle, &t)
+        let l = link(&handle, &p)
             .await?
-            .ok_or_else(|| format!("{t} is not in the pod's namespace"))?;
+            .ok_or_else(|| format!("{p} is not in the pod's namespace"))?;
         let idx = l.header.index;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(idx).name(p.clone()).build())
-            .execute()
-            .await
-            .map_err(|e| format!("cannot rename {t} to {p}: {e}"))?;
         handle
             .link()
             .set(LinkUnspec::new_with_index(idx).up().build())
@@ -203,9 +183,6 @@ pub fn create(
                 .await
                 .map_err(|e| format!("cannot add the IPv6 default route: {e}"))?;
         }
-        let l = link(&handle, &p)
-            .await?
-            .ok_or_else(|| format!("{p} vanished"))?;
         Ok(mac_of(&l))
     })
     .inspect_err(|_| {

@@ -16,6 +16,42 @@ use margay_harness::Netns;
 use serde_json::{Value, json};
 
 #[test]
+fn both_ends_get_the_configured_mtu_and_the_log_times_each_step() {
+    let s = setup();
+    let pod = Netns::with_tag("cni-mtu").unwrap();
+    let mut c = conf(&s, None);
+    c["mtu"] = json!(1400);
+    let (code, res) = plugin(&s, "ADD", "m1", Some(&pod), &c);
+    assert_eq!(code, 0, "ADD failed: {res}\n{}", s.agent.log_tail(20));
+    let host_if = res["interfaces"][0]["name"].as_str().unwrap().to_owned();
+    let pod_side = pod
+        .exec(&["ip", "link", "show", "dev", "eth0"])
+        .unwrap()
+        .stdout;
+    let host_side = s
+        .node
+        .exec(&["ip", "link", "show", "dev", &host_if])
+        .unwrap()
+        .stdout;
+    for (side, text) in [("pod", &pod_side), ("host", &host_side)] {
+        assert!(text.contains("mtu 1400"), "{side} side: {text}");
+        assert!(
+            text.contains("state UP") || text.contains(",UP"),
+            "{side} side is up: {text}"
+        );
+    }
+    let log = std::fs::read_to_string(s.dir.path().join("cni.log")).unwrap();
+    let add = log
+        .lines()
+        .find(|l| l.contains("container=m1") && l.contains("command=ADD"))
+        .expect("the ADD is logged");
+    for step in ["allocate_ms=", "veth_ms=", "endpoint_up_ms="] {
+        assert!(add.contains(step), "{step} missing: {add}");
+    }
+    assert_eq!(plugin(&s, "DEL", "m1", Some(&pod), &c).0, 0);
+}
+
+#[test]
 fn add_check_del_round_trip_with_a_real_agent() {
     let s = setup();
     let pod = Netns::with_tag("cni-pod").unwrap();
