@@ -29,7 +29,7 @@ use margay_bgp::wire::Family;
 use margay_bgp::{GracefulRestart, PeerConfig, Speaker, SpeakerConfig};
 use margay_datastore::{Backoff, Datastore, Event, Typed};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::dataplane::{RouteDriver, RouteTarget};
 use crate::peering::{DesiredPeer, LocalBgp, desired_peers, local_bgp};
@@ -519,6 +519,7 @@ pub async fn start(ds: Arc<dyn Datastore>, p: BgpParams) -> anyhow::Result<Bgp> 
             let mut r = routes.lock().await;
             // Next hops resolved once per batch (a batch usually shares a handful).
             let mut via: BTreeMap<IpAddr, Option<IpAddr>> = BTreeMap::new();
+            debug!(changes = ?batch, "best-path changes");
             for change in batch {
                 match change {
                     RouteChange::Add { prefix, next_hop }

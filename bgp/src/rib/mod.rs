@@ -189,6 +189,9 @@ pub struct Rib {
     ctx: Ctx,
     v4: FamilyState<Prefix4>,
     v6: FamilyState<Prefix6>,
+    /// Best-path changes found by a flush that only its messages were wanted from (a peer
+    /// coming up, a policy change): handed out by the next [`Rib::flush`].
+    held_changes: Vec<RouteChange>,
 }
 
 /// Result of a flush.
@@ -345,6 +348,7 @@ impl Rib {
             },
             v4: FamilyState::default(),
             v6: FamilyState::default(),
+            held_changes: Vec::new(),
         }
     }
 
@@ -624,7 +628,7 @@ impl Rib {
     /// it back until its own routes are in (RFC 4724 §4.1), then sends
     /// [`Rib::end_of_rib`].
     pub fn peer_up_eor(&mut self, peer: PeerId, up: PeerUp, eor: bool) -> Vec<Output> {
-        let mut outputs = self.flush().outputs;
+        let mut outputs = self.flush_holding_changes();
         let Some(settings) = self.ctx.peer(peer).map(|e| e.settings.clone()) else {
             return outputs;
         };
@@ -656,7 +660,7 @@ impl Rib {
     /// A changed import filter applies to routes received from now on; the caller
     /// asks the peer to resend its routes (ROUTE-REFRESH) to re-filter the old ones.
     pub fn set_policy(&mut self, peer: PeerId, policy: PeerPolicy) -> Vec<Output> {
-        let mut out = self.flush().outputs;
+        let mut out = self.flush_holding_changes();
         let Some(e) = self.ctx.peer_mut(peer) else {
             return out;
         };
@@ -827,10 +831,22 @@ impl Rib {
     /// Runs the decision results of everything applied since the last flush through
     /// every update group and returns the messages and best-path changes.
     pub fn flush(&mut self) -> Flush {
-        let mut f = Flush::default();
+        let mut f = Flush {
+            changes: std::mem::take(&mut self.held_changes),
+            ..Flush::default()
+        };
         export::flush_family::<Prefix4>(self, &mut f);
         export::flush_family::<Prefix6>(self, &mut f);
         f
+    }
+
+    /// A flush whose messages are wanted now; its best-path changes are kept for the next
+    /// [`Rib::flush`] (dropping them lost routes: an UPDATE and another peer's session coming
+    /// up in the same batch left the first one's route out of the kernel).
+    fn flush_holding_changes(&mut self) -> Vec<Output> {
+        let f = self.flush();
+        self.held_changes = f.changes;
+        f.outputs
     }
 
     /// Distinct interned attribute sets (for memory diagnostics).

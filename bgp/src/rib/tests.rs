@@ -216,6 +216,31 @@ fn withdrawal_is_sent_to_the_group_and_the_fib_stream() {
 }
 
 #[test]
+fn a_change_is_not_lost_when_another_peer_comes_up_before_the_flush() {
+    // The core applies everything queued, then flushes: an UPDATE from one peer and another
+    // peer's session coming up can fall in one batch, and the peer coming up flushes first.
+    let mut r = rib(false);
+    r.track_changes(true);
+    let a = add(&mut r, 4, AS, false);
+    r.apply_update(
+        a,
+        &announce(attrs([198, 18, 0, 4], &[]), &["100.64.0.0/26"]),
+    );
+    let b = r.add_peer(settings(5, AS, false));
+    let to_b = r.peer_up(b, up(5));
+    assert!(!to_b.is_empty(), "the new peer is sent the table");
+    r.set_policy(b, PeerPolicy::default());
+    assert_eq!(
+        r.flush().changes,
+        vec![RouteChange::Add {
+            prefix: p4("100.64.0.0/26").into(),
+            next_hop: IpAddr::from([198, 18, 0, 4])
+        }]
+    );
+    assert!(r.flush().changes.is_empty(), "handed out once");
+}
+
+#[test]
 fn a_better_path_replaces_the_best_and_the_fib_next_hop() {
     let mut r = rib(false);
     r.track_changes(true);

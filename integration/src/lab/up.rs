@@ -149,6 +149,13 @@ pub fn up(lab: &LabDir, o: &UpOptions) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Err(e) if std::env::var_os("MARGAY_LAB_KEEP_FAILED").is_some() => {
+            eprintln!(
+                "margay-lab up failed: {e:#}\nleft as it is for a look (MARGAY_LAB_KEEP_FAILED): logs under {}, remove it with `margay-lab down`",
+                lab.path().display()
+            );
+            Err(e)
+        }
         Err(e) => {
             eprintln!("margay-lab up failed: {e:#}\ncleaning up...");
             // What was made is in the state file (saved before each step).
@@ -477,13 +484,17 @@ fn build(
         std::fs::write(
             &config,
             format!(
-                "node_name = \"{}\"\nsocket = \"{}\"\nip = \"{}/24\"\n{}{}",
+                "node_name = \"{}\"\nsocket = \"{}\"\nip = \"{}/24\"\n{}{}{}",
                 n.name,
                 n.socket.display(),
                 n.ipv4,
                 n.ipv6
                     .as_ref()
                     .map(|a| format!("ip6 = \"{a}/64\"\n"))
+                    .unwrap_or_default(),
+                // The agents' log filter, e.g. `info,margay_agent::mesh=debug`.
+                std::env::var("MARGAY_LAB_AGENT_LOG")
+                    .map(|f| format!("log_level = {f:?}\n"))
                     .unwrap_or_default(),
                 datastore_toml(st)
             ),
