@@ -273,6 +273,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    margay_harness::leftovers::clean_up_on_signal().expect("signal handler");
     let sizes = std::env::var("MARGAY_BENCH_POLICY").unwrap_or_else(|_| "1000".into());
     for p in sizes.split_whitespace() {
         let policies: usize = p.parse().expect("MARGAY_BENCH_POLICY: numbers of policies");

@@ -100,6 +100,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    margay_harness::leftovers::clean_up_on_signal().expect("signal handler");
     let shared = std::env::var("MARGAY_SHARED")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared").into());
     let script = format!("{shared}/bench/nl_routes.py");

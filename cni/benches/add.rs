@@ -121,6 +121,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    margay_harness::leftovers::clean_up_on_signal().expect("signal handler");
     let n: usize = std::env::var("COUNT")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -546,6 +546,8 @@ fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
+    // Ctrl-C or TERM: delete the namespaces made so far (their guards would not run).
+    margay_harness::leftovers::clean_up_on_signal()?;
     // `cargo bench` passes `--bench`; the only positional argument is N.
     let args: Vec<String> = std::env::args()
         .skip(1)

@@ -126,6 +126,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    margay_harness::leftovers::clean_up_on_signal().expect("signal handler");
     let total: usize = std::env::var("ALLOCS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -53,6 +53,11 @@ pub(crate) fn sweep_once() {
 /// Stops the host daemons of dead test processes (TERM, then KILL after 3 s) and returns their
 /// PIDs.
 pub fn sweep_host_daemons() -> Vec<u32> {
+    stop_host_daemons(|owner| !Path::new(&format!("/proc/{owner}")).exists())
+}
+
+/// Stops the recorded host daemons whose owner `pick` chooses.
+fn stop_host_daemons(pick: impl Fn(u32) -> bool) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir(RECORD_DIR) else {
         return Vec::new();
     };
@@ -62,7 +67,7 @@ pub fn sweep_host_daemons() -> Vec<u32> {
         let Some((owner, pid)) = parse_name(&name) else {
             continue;
         };
-        if Path::new(&format!("/proc/{owner}")).exists() {
+        if !pick(owner) {
             continue;
         }
         let recorded: Option<u64> = std::fs::read_to_string(entry.path())
@@ -86,6 +91,35 @@ pub fn sweep_host_daemons() -> Vec<u32> {
     stopped
 }
 
+/// Makes SIGINT, SIGTERM and SIGHUP clean up before the process ends: a benchmark or a tool
+/// stopped with Ctrl-C or `kill` deletes the namespaces it made and stops the host daemons it
+/// started (their guards' `Drop` would not run), then exits with 128 + the signal. Call it
+/// first thing in `main`, before any other thread starts: the signals are blocked in the
+/// calling thread, and threads started later inherit that, so only the waiting thread takes them.
+pub fn clean_up_on_signal() -> crate::Result<()> {
+    use nix::sys::signal::SigSet;
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    set.thread_block()
+        .map_err(|e| crate::Error::io("blocking SIGINT, SIGTERM and SIGHUP", e.into()))?;
+    std::thread::Builder::new()
+        .name("mgyt-signals".into())
+        .spawn(move || {
+            let Ok(sig) = set.wait() else { return };
+            eprintln!("{sig}: deleting this process's namespaces and daemons");
+            let me = std::process::id();
+            stop_host_daemons(|owner| owner == me);
+            for name in crate::list_this_process().unwrap_or_default() {
+                crate::delete_netns(&name);
+            }
+            std::process::exit(128 + sig as i32);
+        })
+        .map_err(|e| crate::Error::io("starting the signal thread", e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +128,23 @@ mod tests {
     fn our_own_start_time_is_readable() {
         assert!(start_time(std::process::id()).is_some());
         assert_eq!(start_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn processes_started_after_clean_up_on_signal_can_still_be_signalled() {
+        clean_up_on_signal().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .map(str::trim);
+        assert_eq!(blocked, Some("0000000000000000"), "{status}");
     }
 
     #[test]
