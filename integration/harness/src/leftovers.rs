@@ -93,28 +93,26 @@ fn stop_host_daemons(pick: impl Fn(u32) -> bool) -> Vec<u32> {
 
 /// Makes SIGINT, SIGTERM and SIGHUP clean up before the process ends: a benchmark or a tool
 /// stopped with Ctrl-C or `kill` deletes the namespaces it made and stops the host daemons it
-/// started (their guards' `Drop` would not run), then exits with 128 + the signal. Call it
-/// first thing in `main`, before any other thread starts: the signals are blocked in the
-/// calling thread, and threads started later inherit that, so only the waiting thread takes them.
+/// started (their guards' `Drop` would not run), then exits with 128 + the signal. The signals
+/// are caught by a handler, not blocked: the daemons this process starts inherit neither (a
+/// caught signal is reset to its default on exec, a blocked one would stay blocked).
 pub fn clean_up_on_signal() -> crate::Result<()> {
-    use nix::sys::signal::SigSet;
-    let mut set = SigSet::empty();
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(sig);
-    }
-    set.thread_block()
-        .map_err(|e| crate::Error::io("blocking SIGINT, SIGTERM and SIGHUP", e.into()))?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| crate::Error::io("catching SIGINT, SIGTERM and SIGHUP", e))?;
     std::thread::Builder::new()
         .name("mgyt-signals".into())
         .spawn(move || {
-            let Ok(sig) = set.wait() else { return };
-            eprintln!("{sig}: deleting this process's namespaces and daemons");
+            let Some(sig) = signals.forever().next() else {
+                return;
+            };
+            eprintln!("signal {sig}: deleting this process's namespaces and daemons");
             let me = std::process::id();
             stop_host_daemons(|owner| owner == me);
             for name in crate::list_this_process().unwrap_or_default() {
                 crate::delete_netns(&name);
             }
-            std::process::exit(128 + sig as i32);
+            std::process::exit(128 + sig);
         })
         .map_err(|e| crate::Error::io("starting the signal thread", e))?;
     Ok(())
