@@ -263,8 +263,9 @@ impl NodeAllocator {
                 hint = Hint::Spread;
                 continue;
             }
-            if matches!(hint, Hint::Spread) && self.any_own_block_not_full(&nets).await? {
-                // The in-flight hint called the blocks full; let the blocks themselves say so.
+            if matches!(hint, Hint::Spread) {
+                // The in-flight hint may have called the blocks full; let the blocks themselves
+                // say so (those known to be full are not asked).
                 hint = Hint::AskUnlessFull;
                 continue;
             }
@@ -337,17 +338,6 @@ impl NodeAllocator {
             r?;
         }
         Ok(())
-    }
-
-    /// Whether one of the node's blocks in `nets` was not full when last seen.
-    async fn any_own_block_not_full(&self, nets: &[IpNet]) -> Result<bool> {
-        let committers = &self.ipam.inner.committers;
-        Ok(self
-            .affine_blocks()
-            .await?
-            .into_iter()
-            .filter(|b| nets.iter().any(|p| p.contains(b)))
-            .any(|b| committers.get(b).free_hint() != Some(0)))
     }
 
     async fn borrow(
