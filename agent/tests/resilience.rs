@@ -43,6 +43,7 @@ fn a_datastore_outage_of_30_s_churns_no_route_and_loses_no_ping() {
         .collect();
     let before: Vec<String> = c.nodes.iter().map(routes).collect();
 
+    wait_answered(&pods[0].0, &pods[1].1);
     // Pings every 200 ms for the whole outage, from a thread.
     let target = pods[1].1.clone();
     let pinger = pods[0].0.clone();
@@ -155,6 +156,18 @@ fn tampered_routes_and_sysctls_are_repaired_at_the_interval_set_live_in_agent_co
     );
 }
 
+/// Waits until `from` gets an answer from `to`: a new pod's endpoint is programmed (its
+/// policy chains too) a moment after its route, and the loss counted below is the restart's or
+/// the outage's, not the pod's first moments.
+fn wait_answered(from: &Netns, to: &str) {
+    wait_for(
+        &format!("{to} answers a ping"),
+        Duration::from_secs(30),
+        || from.exec(&["ping", "-c", "1", "-W", "1", to]).is_ok(),
+        || routes(from),
+    );
+}
+
 #[test]
 fn restarting_an_agent_loses_no_ping_in_either_direction() {
     let mut c = Cluster::new("gr", 2, default_pool(), None);
@@ -167,6 +180,8 @@ fn restarting_an_agent_loses_no_ping_in_either_direction() {
             || routes(&c.nodes[i]),
         );
     }
+    wait_answered(&pods[1].0, &pods[0].1);
+    wait_answered(&pods[0].0, &pods[1].1);
     // Pings every 200 ms both ways while node-1's agent stops (SIGTERM) and starts again.
     let ping = |from: &Netns, to: &str| {
         let (from, to) = (from.clone(), to.to_owned());
